@@ -1,0 +1,298 @@
+"""The trial config: one experiment, as data.
+
+The YAML a user writes maps one to one onto these models; unknown keys, wrong types and
+impossible values are rejected with the field path (see `parse_trial_config`). A config is
+frozen: a sweep builds variants with `with_overrides`, which validates again.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from torch import nn
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from saliq.data import DATASETS
+from saliq.errors import ConfigError, format_validation_error
+from saliq.models import ARCHITECTURES, build_model, layer_names
+from saliq.quant import PrecisionPlan
+from saliq.saliency import FIDELITY_METRICS, METHODS
+
+__all__ = [
+    "TrialConfig",
+    "flatten",
+    "load_yaml",
+    "parse_trial_config",
+    "set_dotted",
+]
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Limit(_Config):
+    """Subset sizes (a fixed random subset, the same for every trial); null = everything."""
+
+    train: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    test: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+
+
+class Imbalance(_Config):
+    """Keep only every `factor`-th training image of the minority `classes`."""
+
+    classes: Annotated[list[Annotated[int, Field(ge=0, le=999)]], Field(min_length=1)]
+    factor: Annotated[int, Field(ge=2, le=100_000)] = 10
+
+
+class ModelConfig(_Config):
+    arch: str = "seed-cnn"
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.25
+
+    @field_validator("arch")
+    @classmethod
+    def _known(cls, arch: str) -> str:
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"unknown model {arch!r} (use one of {', '.join(ARCHITECTURES)})")
+        return arch
+
+
+class PactConfig(_Config):
+    """PACT's clip level: its initial value (global, or per layer) and its own L2 decay."""
+
+    alpha_init: PositiveFloat = 10.0
+    alpha_decay: NonNegativeFloat = 0.0002
+    layers: dict[str, PositiveFloat] = {}
+
+
+class Training(_Config):
+    epochs: Annotated[int, Field(ge=0, le=10_000)]
+    lr: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]
+    optimizer: Literal["adam", "sgd"] = "adam"
+    weight_decay: NonNegativeFloat = 0.0
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+
+
+class FPTraining(Training):
+    """The full-precision reference: trained once per recipe and cached."""
+
+    epochs: Annotated[int, Field(ge=0, le=10_000)] = 2
+    lr: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 0.001
+
+
+class SaliencyGuided(_Config):
+    """Saliency-guided training (Ismail et al. 2021): mask the `fraction` least salient input
+    features with random values and add `kl_weight * KL(f(x) || f(x_masked))` to the loss."""
+
+    fraction: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    kl_weight: NonNegativeFloat = 1.0
+
+
+class QATTraining(Training):
+    """Quantization-aware training, started from the FP reference's weights.
+
+    `epochs: 0` evaluates the FP weights quantized as they are; with `calibrate` set as
+    well, that is post-training quantization (PTQ): PACT's alphas are first set from the
+    activations the FP model produces on training images (`max`, or the 99.9th `percentile`).
+    """
+
+    epochs: Annotated[int, Field(ge=0, le=10_000)] = 2
+    lr: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 0.0005
+    calibrate: Literal["none", "max", "percentile"] = "none"
+    sampling: Literal["uniform", "balanced"] = "uniform"
+    class_weights: Literal["none", "balanced"] = "none"
+    saliency_guided: SaliencyGuided | None = None
+
+
+class SaliencyConfig(_Config):
+    method: str = "saliency"
+    probe_size: Annotated[int, Field(ge=1, le=10_000)] = 64
+    fidelity_metric: Literal["ssim", "spearman", "topk_iou"] = "spearman"
+    also: list[str] = []
+    deletion_steps: Annotated[int, Field(ge=2, le=100)] = 10
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, method: str) -> str:
+        if method not in METHODS:
+            raise ValueError(f"unknown saliency method {method!r} (use one of {', '.join(METHODS)})")
+        return method
+
+    @field_validator("also")
+    @classmethod
+    def _methods(cls, methods: list[str]) -> list[str]:
+        for m in methods:
+            cls._method(m)
+        return methods
+
+
+class GroupsConfig(_Config):
+    """Per-class curvature (gradient norms, top Hessian eigenvalue): costs seconds, so opt-in."""
+
+    curvature: bool = False
+    max_samples: Annotated[int, Field(ge=1, le=100_000)] = 128
+
+
+class TrialConfig(_Config):
+    """One experiment: data, model, precision plan, FP reference recipe, QAT, saliency."""
+
+    dataset: str = "fashion-mnist"
+    data_root: str | None = None
+    limit: Limit = Limit()
+    imbalance: Imbalance | None = None
+    model: ModelConfig = ModelConfig()
+    precision: PrecisionPlan = PrecisionPlan()
+    pact: PactConfig = PactConfig()
+    fp: FPTraining = FPTraining()
+    qat: QATTraining = QATTraining()
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 128
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    saliency: SaliencyConfig = SaliencyConfig()
+    groups: GroupsConfig = GroupsConfig()
+    device: str = "auto"
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r} (use one of {', '.join(DATASETS)})")
+        return name
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_shorthand(cls, value: Any) -> Any:
+        return {"arch": value} if isinstance(value, str) else value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        ok = device in ("auto", "cpu", "cuda", "mps") or (
+            device.startswith("cuda:") and device[5:].isdigit())
+        if not ok:
+            raise ValueError(f"{device!r} is not a device (use auto, cpu, cuda or cuda:N)")
+        return device
+
+    def layers(self) -> list[str]:
+        return layer_names(self.model.arch)
+
+    def resolved_bits(self) -> dict[str, tuple[int, int]]:
+        return self.precision.resolve(self.layers())
+
+    def build_model(self, full_precision: bool = False) -> nn.Module:
+        """This trial's model, quantized as its plan says (or all 32-bit for the FP reference)."""
+        info = DATASETS[self.dataset]
+        return build_model(
+            self.model.arch,
+            PrecisionPlan() if full_precision else self.precision,
+            in_channels=info.channels,
+            image_size=info.size,
+            num_classes=len(info.classes),
+            dropout=self.model.dropout,
+            alpha_init=self.pact.alpha_init,
+            alpha_layers=self.pact.layers,
+        )
+
+    def fp_recipe(self) -> dict[str, Any]:
+        """What determines the FP reference: trials that share it share one trained model."""
+        d = self.model_dump()
+        return {k: d[k] for k in ("dataset", "data_root", "limit", "imbalance", "model", "fp",
+                                  "batch_size", "seed")}
+
+    def fp_key(self) -> str:
+        blob = json.dumps(self.fp_recipe(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def with_overrides(self, overrides: dict[str, Any], where: str = "trial") -> TrialConfig:
+        """A copy with dotted-path values set (`{"precision.default.act_bits": 2}`), validated."""
+        data = self.model_dump()
+        for path, value in overrides.items():
+            set_dotted(data, path, value)
+        return parse_trial_config(data, where)
+
+
+def set_dotted(data: dict, path: str, value: Any) -> None:
+    """Set `data["a"]["b"]["c"] = value` for path "a.b.c", creating dicts on the way.
+
+    Layer names contain dots (`stage1.0.conv1`): after `precision.layers` or `pact.layers`
+    the rest of the path up to the final field is one key.
+    """
+    parts = path.split(".")
+    if parts[:2] == ["precision", "layers"] and len(parts) >= 4:
+        parts = [*parts[:2], ".".join(parts[2:-1]), parts[-1]]
+    elif parts[:2] == ["pact", "layers"] and len(parts) >= 3:
+        parts = [*parts[:2], ".".join(parts[2:])]
+    node = data
+    for key in parts[:-1]:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def _check_layers(config: TrialConfig, where: str) -> None:
+    names = config.layers()
+    listed = ", ".join(names)
+    for section, keys in (("precision.layers", config.precision.layers),
+                          ("pact.layers", config.pact.layers)):
+        for key in keys:
+            if key not in names:
+                raise ConfigError(f"{where}.{section}[{key!r}]: no layer {key!r} in "
+                                  f"{config.model.arch} (layers: {listed})")
+    if config.imbalance is not None:
+        n = len(DATASETS[config.dataset].classes)
+        bad = [c for c in config.imbalance.classes if c >= n]
+        if bad:
+            raise ConfigError(f"{where}.imbalance.classes: {bad[0]} is not a class of "
+                              f"{config.dataset} (use 0-{n - 1})")
+
+
+def parse_trial_config(data: Any, where: str = "trial") -> TrialConfig:
+    """Validate a mapping into a `TrialConfig`, or raise a one-line `ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of trial settings, got {type(data).__name__}")
+    try:
+        config = TrialConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, where)) from None
+    _check_layers(config, where)
+    return config
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Read a YAML file; a missing or malformed file is a one-line `ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{at}: {problem}") from None
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}` (for MLflow params and search-space paths)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path))
+        else:
+            out[path] = value
+    return out

@@ -1,0 +1,80 @@
+"""The training loop's pieces, shared by the FP reference and QAT: optimiser, epoch, predict."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from saliq.config import Training
+from saliq.data import batches
+from saliq.guided import saliency_guided_loss
+
+__all__ = ["class_weights", "make_optimizer", "predict", "train_epoch"]
+
+
+def make_optimizer(model: nn.Module, recipe: Training, alpha_decay: float = 0.0
+                   ) -> torch.optim.Optimizer:
+    """Weights decay with `recipe.weight_decay`; PACT alphas have their own L2 decay."""
+    alphas = [p for n, p in model.named_parameters() if n.endswith("alpha")]
+    weights = [p for n, p in model.named_parameters() if not n.endswith("alpha")]
+    groups = [{"params": weights, "weight_decay": recipe.weight_decay},
+              {"params": alphas, "weight_decay": alpha_decay}]
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
+    return torch.optim.Adam(groups, lr=recipe.lr)
+
+
+def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, mean 1 over the examples: a rare class's loss counts more."""
+    counts = torch.bincount(labels, minlength=num_classes).float().clamp_min(1)
+    w = len(labels) / (num_classes * counts)
+    return w
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    generator: torch.Generator,
+    num_classes: int,
+    balanced: bool = False,
+    loss_weights: torch.Tensor | None = None,
+    guided: tuple[float, float] | None = None,
+) -> float:
+    """One pass over (x, y); returns the mean training loss (NaN if training diverged).
+
+    `guided = (fraction, kl_weight)` switches on saliency-guided steps. The loss is summed on
+    the device and read once at the end: no host-device sync inside the step.
+    """
+    model.train()
+    total = torch.zeros((), device=x.device)
+    seen = 0
+    for xb, yb in batches(x, y, batch_size, generator=generator, balanced=balanced,
+                          num_classes=num_classes):
+        if guided is None:
+            loss = F.cross_entropy(model(xb), yb, weight=loss_weights)
+        else:
+            loss, _ = saliency_guided_loss(model, xb, yb, fraction=guided[0],
+                                           kl_weight=guided[1], class_weights=loss_weights,
+                                           generator=generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(yb)
+        seen += len(yb)
+    return float(total) / max(seen, 1)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits (N, classes) in eval mode; the model's mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
