@@ -84,6 +84,114 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep_validate(args: argparse.Namespace) -> int:
+    from saliq.sweep.spec import load_sweep
+
+    sweep = load_sweep(args.spec)
+    print(f"{args.spec}: valid sweep {sweep.name!r}: {len(sweep.dims)} dimension(s), "
+          f"{sweep.spec.budget.num_samples} trial(s), {len(sweep.recipe_variants())} FP "
+          "reference(s)")
+    return 0
+
+
+def cmd_sweep_run(args: argparse.Namespace) -> int:
+    from saliq.sweep.runner import describe, run_sweep, sweep_dir
+    from saliq.sweep.spec import load_sweep
+
+    sweep = load_sweep(args.spec)
+    outcome = run_sweep(sweep, address=args.address, tracking_uri=args.tracking_uri,
+                        storage=args.storage, restart=args.restart, dashboard=args.dashboard)
+    for line in describe(outcome, sweep_dir(args.storage or sweep.spec.storage, sweep.name)):
+        print(line)
+    return 0 if outcome.finished else 1
+
+
+def cmd_sweep_resume(args: argparse.Namespace) -> int:
+    from saliq.sweep.runner import describe, resolve_sweep_dir, resume_sweep
+
+    root = resolve_sweep_dir(args.target, args.storage)
+    outcome = resume_sweep(str(root), address=args.address, tracking_uri=args.tracking_uri,
+                           dashboard=args.dashboard)
+    for line in describe(outcome, root):
+        print(line)
+    return 0 if outcome.finished else 1
+
+
+def _analysis_client(args: argparse.Namespace):
+    from saliq import tracking
+
+    storage = Path(args.storage or "saliq-runs")
+    uri = tracking.resolve_tracking_uri(args.tracking_uri, None, storage)
+    if tracking.is_sqlite(uri) and not tracking.sqlite_path(uri).is_file():
+        raise ConfigError(f"no MLflow store at {tracking.sqlite_path(uri)}: run a sweep first, or "
+                          "pass --tracking-uri (or --storage)")
+    tracking.check_reachable(uri)
+    return tracking.make_client(uri)
+
+
+def cmd_pareto_export(args: argparse.Namespace) -> int:
+    from saliq.config import load_yaml
+    from saliq.pareto import export_frontier, frontier_table, parse_objectives
+
+    objectives = parse_objectives(args.objectives) if args.objectives else None
+    out = Path(args.out)
+    if out.is_dir():
+        raise ConfigError(f"--out {args.out}: is a directory; give a file such as frontier.yaml")
+    client = _analysis_client(args)
+    path = export_frontier(client, args.experiment, out, objectives=objectives,
+                           sweep_id=args.sweep_id, log_to_parent=not args.no_log)
+    frontier = load_yaml(path)
+    for line in frontier_table(frontier):
+        print(line)
+    log.info("frontier of %d trial(s) written to %s; re-run an entry with "
+             "`saliq trial --config %s --entry N`", len(frontier["entries"]), path, path)
+    return 0
+
+
+def _sweep_commands(sub) -> None:
+    p = sub.add_parser("sweep", help="run, resume or validate a sweep")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def cluster_options(q):
+        q.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, else "
+                                         "a local Ray on 127.0.0.1)")
+        q.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's, "
+                                              "$MLFLOW_TRACKING_URI, else SQLite under storage)")
+        q.add_argument("--storage", help="override the spec's storage directory")
+        q.add_argument("--dashboard", action="store_true",
+                       help="start Ray's dashboard (on 127.0.0.1) with a local Ray")
+
+    q = verbs.add_parser("run", help="start a sweep from a spec file")
+    q.add_argument("spec", help="sweep spec YAML (see sweeps/)")
+    q.add_argument("--restart", action="store_true",
+                   help="discard this sweep's earlier state and start again (MLflow keeps the "
+                        "earlier runs, as an earlier sweep)")
+    cluster_options(q)
+    q.set_defaults(func=cmd_sweep_run)
+
+    q = verbs.add_parser("resume", help="continue an interrupted sweep to its num_samples")
+    q.add_argument("target", help="the sweep's name, directory or spec file")
+    cluster_options(q)
+    q.set_defaults(func=cmd_sweep_resume)
+
+    q = verbs.add_parser("validate", help="check a spec file and exit")
+    q.add_argument("spec")
+    q.set_defaults(func=cmd_sweep_validate)
+
+    p = sub.add_parser("pareto", help="export a sweep's Pareto frontier from MLflow")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    q = verbs.add_parser("export", help="write the frontier file and log the Pareto plot")
+    q.add_argument("--experiment", required=True, help="the sweep's MLflow experiment")
+    q.add_argument("--out", required=True, help="frontier file to write (YAML)")
+    q.add_argument("--objectives", help="e.g. accuracy:max,model_bits:min (default: the "
+                                        "sweep's own)")
+    q.add_argument("--sweep-id", help="a sweep of the experiment (default: the latest)")
+    q.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the local store")
+    q.add_argument("--storage", help="where the local store lives (default: saliq-runs)")
+    q.add_argument("--no-log", action="store_true", help="do not log the plot to MLflow")
+    q.set_defaults(func=cmd_pareto_export)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with its usage errors as one line and exit code 2, like every other error."""
 
@@ -114,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", metavar="NAME", help="download NAME with torchvision (online)")
     p.set_defaults(func=cmd_data)
 
+    _sweep_commands(sub)
     return parser
 
 

@@ -22,7 +22,9 @@ from saliq.errors import ConfigError
 __all__ = [
     "DIRECTIONS",
     "dominates",
+    "export_frontier",
     "frontier_entry_config",
+    "frontier_table",
     "hypervolume",
     "is_frontier",
     "non_dominated",
@@ -133,3 +135,109 @@ def frontier_entry_config(frontier: dict, entry: int | None, path: str) -> dict:
     if not isinstance(item, dict) or not isinstance(item.get("config"), dict):
         raise ConfigError(f"{path}: entry {entry} has no trial config")
     return item["config"]
+
+
+def _entry_label(config: dict) -> str:
+    from saliq.quant import PrecisionPlan
+    from saliq.trial import plan_label
+
+    try:
+        from saliq.models import layer_names
+
+        plan = PrecisionPlan.model_validate(config["precision"])
+        return plan_label(plan.resolve(layer_names(config["model"]["arch"])))
+    except Exception:  # an old or foreign config: the table still prints
+        return "?"
+
+
+def export_frontier(client, experiment: str, out: str | Path, *,
+                    objectives: Objectives | None = None, sweep_id: str | None = None,
+                    log_to_parent: bool = True) -> Path:
+    """Read a sweep's finished trial runs from MLflow, write the frontier file to `out`, and
+    (optionally) log it with a Pareto plot (PNG and interactive HTML) on the sweep's parent run.
+
+    The sweep is `sweep_id`, or the latest sweep of the experiment; the objectives are the
+    sweep's own unless given.
+    """
+    import json
+
+    from saliq import tracking
+    from saliq.report import pareto_plot
+
+    found = tracking.retrying(lambda: client.get_experiment_by_name(experiment), "experiment")
+    if found is None:
+        raise ConfigError(f"no MLflow experiment named {experiment!r} in this tracking store "
+                          "(check --experiment, --tracking-uri or --storage)")
+    if sweep_id is None:
+        parent = tracking.latest_parent_run(client, found.experiment_id)
+        if parent is None:
+            raise ConfigError(f"experiment {experiment!r} has no saliq sweep")
+        sweep_id = parent.data.tags[tracking.TAG_SWEEP]
+    else:
+        parents = tracking._search(client, found.experiment_id,
+                                   {tracking.TAG_SWEEP: sweep_id, tracking.TAG_ROLE: "sweep"})
+        if not parents:
+            raise ConfigError(f"no sweep {sweep_id!r} in experiment {experiment!r}")
+        parent = parents[-1]
+    if objectives is None:
+        objectives = [tuple(o) for o in json.loads(parent.data.tags[tracking.TAG_OBJECTIVES])]
+    names = [m for m, _ in objectives]
+    directions = [d for _, d in objectives]
+
+    runs = [r for r in tracking.trial_runs(client, found.experiment_id, sweep_id)
+            if r.info.status == "FINISHED"]
+    candidates = [r for r in runs
+                  if all(math.isfinite(r.data.metrics.get(m, math.nan)) for m in names)]
+    points = [[r.data.metrics[m] for m in names] for r in candidates]
+    front = non_dominated(points, directions)
+    first = 0
+    front.sort(key=lambda i: -points[i][first] if directions[first] == "max" else points[i][first])
+    ref = reference_point(points, directions)
+    entries = []
+    for n, i in enumerate(front):
+        run = candidates[i]
+        config = json.loads(run.data.tags[tracking.TAG_CONFIG])
+        entries.append({
+            "entry": n,
+            "run_id": run.info.run_id,
+            "trial_id": run.data.tags.get(tracking.TAG_TRIAL),
+            "plan": _entry_label(config),
+            "objectives": {m: run.data.metrics[m] for m in names},
+            "metrics": dict(sorted(run.data.metrics.items())),
+            "config": config,
+        })
+    frontier = {
+        "sweep": parent.data.tags.get("mlflow.runName", "").removeprefix("sweep ") or experiment,
+        "experiment": experiment,
+        "sweep_id": sweep_id,
+        "parent_run_id": parent.info.run_id,
+        "objectives": [{"name": m, "direction": d} for m, d in objectives],
+        "trials": len(runs),
+        "hypervolume": hypervolume(points, directions, ref),
+        "reference_point": ref,
+        "entries": entries,
+    }
+    path = write_frontier(out, frontier)
+    if log_to_parent:
+        folder = Path(path).parent
+        labels = [f"{r.data.tags.get(tracking.TAG_TRIAL)} "
+                  f"{_entry_label(json.loads(r.data.tags[tracking.TAG_CONFIG]))}"
+                  for r in candidates]
+        png, html = pareto_plot(points, front, objectives, labels, folder / "pareto.png",
+                                folder / "pareto.html", title=f"{experiment}: {sweep_id}")
+        logger = tracking.RunLogger(client, parent.info.run_id)
+        for artifact in (path, png, html):
+            logger.log_artifact(artifact, "pareto")
+    return path
+
+
+def frontier_table(frontier: dict) -> list[str]:
+    """The frontier as aligned text rows, for the terminal."""
+    names = [o["name"] for o in frontier["objectives"]]
+    header = ["entry", "trial", "plan", *names, "run id"]
+    rows = [[str(e["entry"]), str(e["trial_id"]), e["plan"],
+             *(f"{e['objectives'][m]:.4g}" for m in names), e["run_id"]]
+            for e in frontier["entries"]]
+    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in [header, *rows]]

@@ -215,31 +215,32 @@ def save_grid(
     path: str | Path,
     images: torch.Tensor,
     reference_maps: torch.Tensor,
-    maps: torch.Tensor,
+    maps: torch.Tensor | None,
     labels: torch.Tensor,
     class_names: tuple[str, ...],
     *,
     title: str = "",
-    columns: tuple[str, str, str] = ("input", "FP map", "quantized map"),
+    columns: tuple[str, ...] = ("input", "FP map", "quantized map"),
     rows: int = 8,
 ) -> Path:
-    """A PNG with one row per probe image: input | reference map | map, with labels and scores."""
+    """A PNG with one row per probe image: input | reference map | map, with labels and the
+    per-image Spearman agreement; `maps=None` draws input | reference map only."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = min(rows, len(images))
-    per_image = spearman(maps[:rows], reference_maps[:rows]).tolist()
-    fig, axes = plt.subplots(rows, 3, figsize=(6.6, 2.0 * rows + 0.6), squeeze=False)
+    ncols = 2 if maps is None else 3
+    per_image = None if maps is None else spearman(maps[:rows], reference_maps[:rows]).tolist()
+    fig, axes = plt.subplots(rows, ncols, figsize=(2.2 * ncols, 2.0 * rows + 0.6), squeeze=False)
     imgs = images[:rows].detach().float().cpu().clamp(0, 1)
     for r in range(rows):
         img = imgs[r].permute(1, 2, 0).numpy()
-        panels = [
-            (img.squeeze(-1) if img.shape[-1] == 1 else img, "gray"),
-            (reference_maps[r].float().cpu().numpy(), "inferno"),
-            (maps[r].float().cpu().numpy(), "inferno"),
-        ]
+        panels = [(img.squeeze(-1) if img.shape[-1] == 1 else img, "gray"),
+                  (reference_maps[r].float().cpu().numpy(), "inferno")]
+        if maps is not None:
+            panels.append((maps[r].float().cpu().numpy(), "inferno"))
         for c, (data, cmap) in enumerate(panels):
             ax = axes[r][c]
             ax.imshow(data, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
@@ -248,7 +249,8 @@ def save_grid(
             if r == 0:
                 ax.set_title(columns[c], fontsize=10)
         axes[r][0].set_ylabel(class_names[int(labels[r])], fontsize=9)
-        axes[r][2].set_xlabel(f"spearman {per_image[r]:.2f}", fontsize=8)
+        if per_image is not None:
+            axes[r][2].set_xlabel(f"spearman {per_image[r]:.2f}", fontsize=8)
     height = fig.get_figheight()
     if title:
         fig.suptitle(title, fontsize=10, y=1 - 0.12 / height)

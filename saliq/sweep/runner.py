@@ -1,0 +1,351 @@
+"""Run and resume sweeps: Ray Tune + OptunaSearch, FP references trained once, MLflow runs.
+
+Storage layout of a sweep (`<storage>/<name>/`):
+    sweep.json   the sweep id, its MLflow experiment and parent run (no secrets)
+    spec.yaml    the spec as validated
+    tune/        Ray Tune's experiment state and trial checkpoints (what resume reads)
+    frontier.yaml
+and, shared by the sweeps of one storage: `fp-cache/` (FP references by recipe) and, for
+the local default store, `mlflow.db` and `mlartifacts/`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from saliq import tracking
+from saliq.errors import ConfigError, SaliqError
+from saliq.sweep.spec import Sweep, parse_sweep
+from saliq.sweep.trainable import SweepContext, train
+
+__all__ = ["SweepOutcome", "resume_sweep", "run_sweep", "sweep_dir"]
+
+log = logging.getLogger("saliq")
+
+# Tune writes its experiment state at most this often: a killed driver loses at most this much.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Per-epoch checkpoints of short trials trip Tune's "snapshotting too often" warning; the
+# snapshots are what makes a killed driver resumable, so they stay and the warning goes.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+@dataclass
+class SweepOutcome:
+    name: str
+    sweep_id: str
+    experiment: str
+    tracking_uri: str
+    finished: int
+    failed: int
+    frontier_path: Path | None
+    seconds: float
+
+
+def sweep_dir(storage: str | Path, name: str) -> Path:
+    return Path(storage).expanduser().resolve() / name
+
+
+# ---- Ray -------------------------------------------------------------------------------
+
+def _init_ray(address: str | None, dashboard: bool) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        else:  # a local cluster, on loopback only
+            ray.init(_node_ip_address="127.0.0.1", include_dashboard=dashboard,
+                     dashboard_host="127.0.0.1", log_to_driver=False,
+                     logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise SaliqError(f"cannot reach the Ray cluster at {address} ({str(e).splitlines()[0]}): "
+                         "check --address / RAY_ADDRESS and that `ray status` works there") from None
+
+
+def _fp_task(config_json: str) -> dict:
+    """On a worker: train one FP reference and draw its saliency grid (returned as PNG bytes)."""
+    import tempfile
+
+    from saliq.config import parse_trial_config
+    from saliq.data import prepare_data
+    from saliq.reference import train_reference
+    from saliq.saliency import attribute, save_grid
+    from saliq.trial import resolve_device
+
+    config = parse_trial_config(json.loads(config_json))
+    device = resolve_device(config.device)
+    data = prepare_data(config.dataset, device, train_limit=config.limit.train,
+                        test_limit=config.limit.test, probe_size=config.saliency.probe_size,
+                        imbalance=(config.imbalance.classes, config.imbalance.factor)
+                        if config.imbalance else None, data_root=config.data_root)
+    ref = train_reference(config, data, device)
+    model = config.build_model(full_precision=True).to(device)
+    model.load_state_dict(ref.state_dict)
+    maps = attribute(model, data.probe_x, data.probe_y, config.saliency.method)
+    with tempfile.TemporaryDirectory() as folder:
+        path = save_grid(Path(folder) / "grid.png", data.denormalise(data.probe_x), maps, None,
+                         data.probe_y, data.classes, columns=("input", "FP map"),
+                         title=f"FP reference · {config.dataset} · {config.model.arch} · "
+                               f"accuracy {ref.accuracy:.3f}")
+        return {"reference": ref.to_dict(), "grid": path.read_bytes()}
+
+
+def _references(sweep: Sweep, cache: Path, logger: tracking.RunLogger) -> dict:
+    """The FP reference of every recipe the sweep can sample: cached, else trained on Ray."""
+    import ray
+    import torch
+
+    from saliq.reference import FPReference, load
+
+    refs: dict[str, FPReference] = {}
+    pending = {}
+    res = sweep.spec.resources
+    task = ray.remote(_fp_task).options(num_cpus=res.cpu, num_gpus=res.gpu, max_retries=2)
+    for variant in sweep.recipe_variants():
+        key = variant.fp_key()
+        path = cache / f"fp-{key}.pt"
+        if key in refs or key in pending:
+            continue
+        if path.is_file():
+            refs[key] = load(path)
+            log.info("FP reference %s: from %s", key, path)
+        else:
+            log.info("FP reference %s: training (%s, %s, seed %d, %d epochs)", key,
+                     variant.dataset, variant.model.arch, variant.seed, variant.fp.epochs)
+            pending[key] = task.remote(json.dumps(variant.model_dump()))
+    for key, future in pending.items():
+        out = ray.get(future)
+        ref = FPReference(**out["reference"])
+        refs[key] = ref
+        cache.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save(ref.to_dict(), buffer)
+        tmp = cache / f".fp-{key}.tmp"
+        tmp.write_bytes(buffer.getvalue())
+        os.replace(tmp, cache / f"fp-{key}.pt")
+        grid = cache / f"fp-{key}-saliency.png"
+        grid.write_bytes(out["grid"])
+        logger.log_artifact(cache / f"fp-{key}.pt", f"fp_reference/{key}")
+        logger.log_artifact(grid, f"fp_reference/{key}")
+        logger.log_metrics({f"fp_accuracy_{key}": ref.accuracy}, step=0)
+    return refs
+
+
+def _tuner(sweep: Sweep, root: Path, trainable, restore: bool):
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from saliq.sweep.progress import Progress
+    from saliq.sweep.space import distributions, make_sampler
+
+    spec = sweep.spec
+    objectives = spec.objective.directions()
+    if spec.objective.weighted is not None:
+        metric, mode = "objective", "max"
+    else:
+        metric, mode = [m for m, _ in objectives], [d for _, d in objectives]
+    run_config = tune.RunConfig(
+        name="tune", storage_path=str(root), verbose=0,
+        failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        callbacks=[Progress(sweep)],
+    )
+    if restore:
+        return tune.Tuner.restore(str(root / "tune"), trainable, resume_unfinished=True,
+                                  resume_errored=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = OptunaSearch(
+        distributions(sweep), metric=metric, mode=mode, sampler=make_sampler(sweep),
+        study_name=f"saliq-{spec.name}",  # OptunaSearch would call every study "optuna"
+        points_to_evaluate=sweep.enqueued_points() or None,
+    )
+    scheduler = None
+    if spec.scheduler is not None:
+        scheduler = ASHAScheduler(
+            metric="objective", mode="max", time_attr="training_iteration",
+            max_t=max(sweep.base.qat.epochs, 1) + 1, grace_period=spec.scheduler.grace_period,
+            reduction_factor=spec.scheduler.reduction_factor)
+    tune_config = tune.TuneConfig(search_alg=search, scheduler=scheduler,
+                                  num_samples=spec.budget.num_samples,
+                                  max_concurrent_trials=spec.budget.max_concurrent)
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def _trainable(context: SweepContext, refs: dict):
+    from ray import tune
+
+    res = context.sweep.spec.resources
+    bound = tune.with_parameters(train, context=context, references=refs)
+    return tune.with_resources(bound, {"cpu": res.cpu, "gpu": res.gpu})
+
+
+# ---- the sweep's lifecycle ------------------------------------------------------------
+
+def _record(root: Path) -> dict:
+    try:
+        return json.loads((root / "sweep.json").read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{root}: no sweep here (sweep.json missing); start one with "
+                          "`saliq sweep run SPEC`") from None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, address: str | None,
+             dashboard: bool, restore: bool) -> SweepOutcome:
+    from saliq.pareto import export_frontier
+
+    start = time.monotonic()
+    storage = root.parent
+    with ExitStack() as stack:
+        worker_uri = tracking_uri
+        if tracking.is_sqlite(tracking_uri):
+            server = tracking.LocalTrackingServer(tracking_uri, root / "mlflow-server.log")
+            worker_uri = stack.enter_context(server).url
+        client = tracking.make_client(worker_uri)
+        artifacts = (storage / "mlartifacts").as_uri() if tracking.is_sqlite(tracking_uri) else None
+        experiment_id = tracking.ensure_experiment(client, record["experiment"], artifacts)
+        parent = tracking.find_or_create_run(
+            client, experiment_id,
+            match={tracking.TAG_SWEEP: record["sweep_id"], tracking.TAG_ROLE: "sweep"},
+            run_name=f"sweep {sweep.name}")
+        parent_log = tracking.RunLogger(client, parent.info.run_id)
+        if not restore:
+            parent_log.log_params({f"spec.{k}": v for k, v in sweep.spec.model_dump().items()})
+            parent_log.set_tag(tracking.TAG_OBJECTIVES, json.dumps(sweep.spec.objective.directions()))
+            parent_log.log_artifact(root / "spec.yaml")
+        parent_log.set_status("RUNNING")
+        record.update(experiment_id=experiment_id, parent_run_id=parent.info.run_id)
+        _write_atomic(root / "sweep.json", json.dumps(record, indent=2))
+
+        _init_ray(address, dashboard)
+        refs = _references(sweep, storage / "fp-cache", parent_log)
+        context = SweepContext(sweep, record["sweep_id"], experiment_id, parent.info.run_id,
+                               worker_uri)
+        results = _tuner(sweep, root, _trainable(context, refs), restore).fit()
+
+        stale = tracking.fail_stale_runs(client, experiment_id, record["sweep_id"],
+                                         "the trial's worker was lost and no retry was left")
+        if stale:
+            log.warning("%d trial run(s) ended FAILED: their worker was lost", stale)
+        runs = tracking.trial_runs(client, experiment_id, record["sweep_id"])
+        finished = sum(r.info.status == "FINISHED" for r in runs)
+        failed = len(runs) - finished
+        frontier_path = None
+        if finished:
+            frontier_path = export_frontier(client, record["experiment"], root / "frontier.yaml",
+                                            sweep_id=record["sweep_id"], log_to_parent=True)
+        parent_log.log_metrics({"trials_finished": finished, "trials_failed": failed}, step=0)
+        parent_log.set_status("FINISHED")
+        del results
+    return SweepOutcome(sweep.name, record["sweep_id"], record["experiment"], tracking_uri,
+                        finished, failed, frontier_path, time.monotonic() - start)
+
+
+def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | None = None,
+              storage: str | None = None, restart: bool = False,
+              dashboard: bool = False) -> SweepOutcome:
+    """Start `sweep`: everything is validated and reachable before anything is written."""
+    root = sweep_dir(storage or sweep.spec.storage, sweep.name)
+    uri = tracking.resolve_tracking_uri(tracking_uri, sweep.spec.mlflow.tracking_uri, root.parent)
+    tracking.check_reachable(uri)
+    if (root / "sweep.json").exists():
+        if not restart:
+            raise ConfigError(f"sweep {sweep.name!r} already exists in {root}: continue it with "
+                              f"`saliq sweep resume {sweep.name}`, or start over with --restart")
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    _write_atomic(root / "spec.yaml", yaml.safe_dump(sweep.spec.model_dump(), sort_keys=False))
+    record = {
+        "sweep_id": f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+        "name": sweep.name,
+        "experiment": sweep.spec.experiment,
+        "tracking_uri": tracking.redact(uri),
+        "credentials_in_uri": tracking.redact(uri) != uri,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _write_atomic(root / "sweep.json", json.dumps(record, indent=2))
+    return _execute(sweep, root, record, uri, address=address, dashboard=dashboard, restore=False)
+
+
+def resolve_sweep_dir(target: str, storage: str | None) -> Path:
+    """A sweep directory from a path to it, a spec file, or a sweep name."""
+    path = Path(target).expanduser()
+    if (path / "sweep.json").is_file():
+        return path.resolve()
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        from saliq.sweep.spec import load_sweep
+
+        spec = load_sweep(path).spec
+        return sweep_dir(storage or spec.storage, spec.name)
+    root = sweep_dir(storage or "./saliq-runs", target)
+    if not (root / "sweep.json").is_file():
+        raise ConfigError(f"no sweep {target!r} in {root.parent} (give its name, its directory "
+                          "or its spec file; --storage if it lives elsewhere)")
+    return root
+
+
+def resume_sweep(target: str, *, address: str | None = None, tracking_uri: str | None = None,
+                 storage: str | None = None, dashboard: bool = False) -> SweepOutcome:
+    """Continue an interrupted sweep to exactly its `num_samples` trials."""
+    from ray import tune
+
+    root = resolve_sweep_dir(target, storage)
+    record = _record(root)
+    from saliq.config import load_yaml
+
+    sweep = parse_sweep(load_yaml(root / "spec.yaml"), "sweep")
+    if record.get("credentials_in_uri") and not tracking_uri:
+        raise ConfigError("this sweep's tracking URI carried credentials, which saliq never "
+                          "stores: pass it again with --tracking-uri (or use MLFLOW_TRACKING_"
+                          "USERNAME / MLFLOW_TRACKING_PASSWORD)")
+    uri = tracking.resolve_tracking_uri(tracking_uri or record["tracking_uri"], None, root.parent)
+    tracking.check_reachable(uri)
+    if not tune.Tuner.can_restore(str(root / "tune")):
+        # killed before Tune wrote its first state: nothing ran, so start the trials afresh
+        return _execute(sweep, root, record, uri, address=address, dashboard=dashboard,
+                        restore=False)
+    return _execute(sweep, root, record, uri, address=address, dashboard=dashboard, restore=True)
+
+
+def describe(outcome: SweepOutcome, root: Path) -> list[str]:
+    """What to do next: where to look at the runs and how to export the frontier."""
+    uri = outcome.tracking_uri
+    lines = [f"sweep {outcome.name} done in {outcome.seconds:.0f} s: {outcome.finished} trials "
+             f"finished, {outcome.failed} failed (sweep id {outcome.sweep_id})"]
+    if outcome.frontier_path:
+        lines.append(f"Pareto frontier: {outcome.frontier_path}")
+    if tracking.is_sqlite(uri):
+        lines.append(f"open the MLflow UI:  mlflow ui --backend-store-uri {uri} "
+                     "--host 127.0.0.1 --port 5000   then http://127.0.0.1:5000")
+    else:
+        lines.append(f"open the MLflow UI:  {tracking.redact(uri)}")
+    export = f"saliq pareto export --experiment {outcome.experiment}"
+    if not tracking.is_sqlite(uri) or Path(tracking.sqlite_path(uri)) != (root.parent / "mlflow.db"):
+        export += f" --tracking-uri {tracking.redact(uri)}"
+    elif root.parent != Path("saliq-runs").resolve():
+        export += f" --storage {root.parent}"
+    lines.append(f"export the frontier: {export} --out frontier.yaml")
+    return lines
+

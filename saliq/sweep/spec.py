@@ -1,0 +1,371 @@
+"""The sweep spec: a base trial config, a search space over dotted paths into it, an
+objective, a sampler, a budget, resources, storage and where to track.
+
+`load_sweep(path)` validates everything before anything starts and raises a one-line
+`ConfigError` naming the field path: `sweep.search['precision.default.act_bits']: 64 is
+not a bit-width (use 1-8 or 32)`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from saliq.config import TrialConfig, load_yaml, parse_trial_config
+from saliq.errors import ConfigError, format_validation_error
+
+__all__ = [
+    "FP_RECIPE_FIELDS",
+    "METRICS",
+    "Choice",
+    "Dimension",
+    "IntRange",
+    "Sweep",
+    "SweepSpec",
+    "Uniform",
+    "load_sweep",
+    "parse_sweep",
+]
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+# Final metrics a sweep can optimise (DESIGN.md's shared names and the cost/faithfulness ones).
+METRICS = (
+    "accuracy", "fidelity", "fidelity_ssim", "fidelity_spearman", "fidelity_topk_iou",
+    "worst_class_accuracy", "class_accuracy_gap", "model_bits", "bitops", "deletion_auc",
+)
+# Trial settings that determine the FP reference; searching them means one FP model per value.
+FP_RECIPE_FIELDS = ("dataset", "data_root", "limit", "imbalance", "model", "fp", "batch_size",
+                    "seed")
+
+
+def _name(value: str) -> str:
+    if not NAME_PATTERN.match(value) or ".." in value:
+        raise ValueError(f"{value!r} is not a usable name (letters, digits, '_', '-', '.', at most "
+                         "64, starting with a letter or digit)")
+    return value
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class ObjectiveSpec(_Spec):
+    """`weighted`: maximise sum(weight * metric); `pareto`: each metric with its direction."""
+
+    weighted: dict[str, Annotated[float, Field(allow_inf_nan=False)]] | None = None
+    pareto: dict[str, Literal["max", "min"]] | None = None
+    fidelity_metric: Literal["ssim", "spearman", "topk_iou"] = "spearman"
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> ObjectiveSpec:
+        if (self.weighted is None) == (self.pareto is None):
+            raise ValueError("give exactly one of weighted: {metric: weight} or "
+                             "pareto: {metric: max|min}")
+        metrics = self.weighted or self.pareto
+        if not metrics:
+            raise ValueError("name at least one metric")
+        for m in metrics:
+            if m not in METRICS:
+                raise ValueError(f"unknown metric {m!r} (use {', '.join(METRICS)})")
+        return self
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(self.weighted or self.pareto)
+
+    def directions(self) -> list[tuple[str, str]]:
+        """The objectives the frontier is computed over."""
+        if self.pareto:
+            return list(self.pareto.items())
+        return [(m, "max" if w >= 0 else "min") for m, w in self.weighted.items()]
+
+    def value(self, metrics: dict[str, float]) -> float | None:
+        """The weighted objective of `metrics`, or None in pareto mode."""
+        if self.weighted is None:
+            return None
+        return sum(w * metrics[m] for m, w in self.weighted.items())
+
+
+class SamplerSpec(_Spec):
+    type: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = 0
+
+
+class BudgetSpec(_Spec):
+    num_samples: Annotated[int, Field(ge=1, le=100_000)] = 8
+    max_concurrent: Annotated[int, Field(ge=1, le=4096)] = 2
+    max_failures: Annotated[int, Field(ge=0, le=100)] = 2
+
+
+class SchedulerSpec(_Spec):
+    """ASHA early stopping on the weighted objective, per QAT epoch."""
+
+    type: Literal["asha"] = "asha"
+    grace_period: Annotated[int, Field(ge=1, le=10_000)] = 1
+    reduction_factor: Annotated[float, Field(gt=1, le=100)] = 2.0
+
+
+class ResourcesSpec(_Spec):
+    cpu: Annotated[float, Field(gt=0, le=1024)] = 1.0
+    gpu: Annotated[float, Field(ge=0, le=64)] = 0.0
+
+
+class MlflowSpec(_Spec):
+    tracking_uri: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
+    experiment: str | None = None
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment(cls, value: str | None) -> str | None:
+        return None if value is None else _name(value)
+
+
+class SweepSpec(_Spec):
+    name: str
+    trial: dict[str, Any] = {}
+    search: dict[str, Any] = {}
+    objective: ObjectiveSpec = ObjectiveSpec(weighted={"accuracy": 0.5, "fidelity": 0.5})
+    sampler: SamplerSpec = SamplerSpec()
+    budget: BudgetSpec = BudgetSpec()
+    scheduler: SchedulerSpec | None = None
+    resources: ResourcesSpec = ResourcesSpec()
+    storage: Annotated[str, Field(min_length=1, max_length=4096)] = "./saliq-runs"
+    mlflow: MlflowSpec = MlflowSpec()
+    enqueue: list[dict[str, Any]] = []
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return _name(value)
+
+    @property
+    def experiment(self) -> str:
+        return self.mlflow.experiment or self.name
+
+
+# ---- search dimensions -----------------------------------------------------------------
+
+_SCALARS = (bool, int, float, str, type(None))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A categorical dimension. Complex values (a whole precision plan) are searched by label:
+    the mapping form's keys, or the list position."""
+
+    values: tuple[Any, ...]
+    labels: tuple[str, ...] | None = None  # None: the values themselves are searched
+
+    def options(self) -> list[Any]:
+        return list(self.labels if self.labels is not None else self.values)
+
+    def decode(self, sampled: Any) -> Any:
+        return self.values[self.labels.index(sampled)] if self.labels is not None else sampled
+
+    def encode(self, value: Any) -> Any:
+        """The searched option of a value (for enqueued points); KeyError if not an option."""
+        if self.labels is not None:
+            if value in self.labels:
+                return value
+            for label, v in zip(self.labels, self.values, strict=True):
+                if v == value:
+                    return label
+        elif value in self.values:
+            return value
+        raise KeyError(value)
+
+
+@dataclass(frozen=True)
+class Uniform:
+    low: float
+    high: float
+    log: bool = False
+
+    def decode(self, sampled: Any) -> Any:
+        return float(sampled)
+
+    def encode(self, value: Any) -> Any:
+        if not isinstance(value, int | float) or not self.low <= value <= self.high:
+            raise KeyError(value)
+        return float(value)
+
+
+@dataclass(frozen=True)
+class IntRange:
+    low: int
+    high: int
+
+    def decode(self, sampled: Any) -> Any:
+        return int(sampled)
+
+    def encode(self, value: Any) -> Any:
+        if not isinstance(value, int) or isinstance(value, bool) or not self.low <= value <= self.high:
+            raise KeyError(value)
+        return value
+
+
+Dimension = Choice | Uniform | IntRange
+
+_KINDS = ("choice", "uniform", "loguniform", "int")
+
+
+def _dimension(where: str, raw: Any) -> Dimension:
+    if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in _KINDS:
+        raise ConfigError(f"{where}: write one of {{choice: [...]}}, {{uniform: [low, high]}}, "
+                          "{loguniform: [low, high]} or {int: [low, high]}")
+    kind, arg = next(iter(raw.items()))
+    if kind == "choice":
+        if isinstance(arg, dict) and arg:
+            if not all(isinstance(k, str) for k in arg):
+                raise ConfigError(f"{where}.choice: option names must be strings")
+            return Choice(tuple(arg.values()), tuple(arg))
+        if not isinstance(arg, list) or not arg:
+            raise ConfigError(f"{where}.choice: give a non-empty list (or a mapping of named "
+                              "options)")
+        if all(isinstance(v, _SCALARS) for v in arg):
+            if len({(type(v), v) for v in arg}) != len(arg):
+                raise ConfigError(f"{where}.choice: options repeat")
+            return Choice(tuple(arg))
+        return Choice(tuple(arg), tuple(str(i) for i in range(len(arg))))
+    ok_pair = (isinstance(arg, list) and len(arg) == 2
+               and all(isinstance(v, int | float) and not isinstance(v, bool) for v in arg)
+               and all(math.isfinite(v) for v in arg))
+    if not ok_pair:
+        raise ConfigError(f"{where}.{kind}: give [low, high], two finite numbers")
+    low, high = arg
+    if not low < high:
+        raise ConfigError(f"{where}.{kind}: low {low} must be below high {high}")
+    if kind == "int":
+        if not all(isinstance(v, int) for v in arg):
+            raise ConfigError(f"{where}.int: bounds must be integers")
+        return IntRange(low, high)
+    if kind == "loguniform" and low <= 0:
+        raise ConfigError(f"{where}.loguniform: low {low} must be positive")
+    return Uniform(float(low), float(high), log=kind == "loguniform")
+
+
+def _check_values(dim: Dimension) -> list[Any]:
+    if isinstance(dim, Choice):
+        return list(dim.values)
+    return [dim.low, dim.high]
+
+
+def _touches_fp_recipe(path: str) -> bool:
+    return path.split(".")[0] in FP_RECIPE_FIELDS
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A validated sweep: its spec, its base trial config and its search dimensions."""
+
+    spec: SweepSpec
+    base: TrialConfig
+    dims: dict[str, Dimension]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def trial_config(self, sampled: dict[str, Any]) -> TrialConfig:
+        """The trial config of one sampled point (search-space options -> values)."""
+        overrides = {path: dim.decode(sampled[path]) for path, dim in self.dims.items()}
+        return self.base.with_overrides(overrides)
+
+    def recipe_variants(self) -> list[TrialConfig]:
+        """One config per combination of the searched FP-recipe options (the FP references the
+        sweep needs), in a stable order."""
+        recipe_dims = {p: d for p, d in self.dims.items() if _touches_fp_recipe(p)}
+        variants = []
+        for combo in itertools.product(*(d.values for d in recipe_dims.values())):
+            variants.append(self.base.with_overrides(dict(zip(recipe_dims, combo, strict=True))))
+        return variants
+
+    def enqueued_points(self) -> list[dict[str, Any]]:
+        return [{p: self.dims[p].encode(v) for p, v in point.items()}
+                for point in self.spec.enqueue]
+
+    def grid_size(self) -> int:
+        return math.prod(len(d.values) for d in self.dims.values() if isinstance(d, Choice))
+
+
+def _reason(err: ConfigError, value: Any) -> str:
+    # parse_trial_config says "<path>: <reason>"; the sweep names its own path instead.
+    reason = str(err).split(": ", 1)[-1]
+    if reason.startswith("unknown key"):
+        return "no such setting in a trial config (see the README's trial config)"
+    return reason if repr(value) in reason or "layer" in reason else f"{value!r}: {reason}"
+
+
+def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
+    """Validate a sweep spec mapping: every error names its field path, in one line."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping with name, trial, search, objective, ...")
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, where)) from None
+    trial = dict(spec.trial)
+    saliency = trial.get("saliency", {})
+    if isinstance(saliency, dict):  # the objective chooses which fidelity the trial reports
+        trial["saliency"] = {**saliency, "fidelity_metric": spec.objective.fidelity_metric}
+    base = parse_trial_config(trial, f"{where}.trial")
+
+    dims: dict[str, Dimension] = {}
+    for path, raw in spec.search.items():
+        dims[path] = _dimension(f"{where}.search[{path!r}]", raw)
+        if _touches_fp_recipe(path) and not isinstance(dims[path], Choice):
+            raise ConfigError(f"{where}.search[{path!r}]: the FP reference is trained once per "
+                              "recipe before the trials, so this setting can only be searched "
+                              "with a choice list")
+    sweep = Sweep(spec, base, dims)
+    for variant in sweep.recipe_variants():
+        for path, dim in dims.items():
+            for value in _check_values(dim):
+                try:
+                    variant.with_overrides({path: value})
+                except ConfigError as e:
+                    raise ConfigError(f"{where}.search[{path!r}]: {_reason(e, value)}") from None
+    _check_plan(sweep, where)
+    return sweep
+
+
+def _check_plan(sweep: Sweep, where: str) -> None:
+    spec = sweep.spec
+    if spec.scheduler is not None and spec.objective.weighted is None:
+        raise ConfigError(f"{where}.scheduler: ASHA stops trials on one number; use a weighted "
+                          "objective, or drop the scheduler for a pareto objective")
+    if spec.sampler.type == "grid":
+        if not sweep.dims or not all(isinstance(d, Choice) for d in sweep.dims.values()):
+            raise ConfigError(f"{where}.sampler: a grid needs every search dimension to be a "
+                              "choice list")
+        if spec.budget.num_samples > sweep.grid_size():
+            raise ConfigError(f"{where}.budget.num_samples: {spec.budget.num_samples} is more "
+                              f"than the grid's {sweep.grid_size()} points")
+    if not sweep.dims and spec.budget.num_samples > 1:
+        raise ConfigError(f"{where}.search: empty, so every trial would be the same; add a "
+                          "dimension or set budget.num_samples to 1")
+    for i, point in enumerate(spec.enqueue):
+        for path, value in point.items():
+            if path not in sweep.dims:
+                raise ConfigError(f"{where}.enqueue[{i}][{path!r}]: not a search dimension")
+            try:
+                sweep.dims[path].encode(value)
+            except KeyError:
+                raise ConfigError(f"{where}.enqueue[{i}][{path!r}]: {value!r} is outside the "
+                                  "search space") from None
+        missing = [p for p in sweep.dims if p not in point]
+        if missing:
+            raise ConfigError(f"{where}.enqueue[{i}]: give a value for every dimension "
+                              f"(missing {', '.join(missing)})")
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and validate a sweep spec file."""
+    return parse_sweep(load_yaml(path), "sweep")
