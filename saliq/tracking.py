@@ -158,9 +158,12 @@ class LocalTrackingServer:
     def __enter__(self) -> LocalTrackingServer:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_file, "ab")
-        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.store_uri,
+        cmd = [sys.executable, "-m", "saliq.watchdog", str(os.getpid()),  # dies with us
+               sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.store_uri,
                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
-        self._process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+        # the server's background job runners (Huey) serve GenAI features a sweep never uses
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self._process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)
         out.close()
         deadline = time.monotonic() + self.startup_timeout

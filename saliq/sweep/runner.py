@@ -32,6 +32,7 @@ from saliq.sweep.trainable import SweepContext, train
 __all__ = ["SweepOutcome", "resume_sweep", "run_sweep", "sweep_dir"]
 
 log = logging.getLogger("saliq")
+logging.getLogger("ray.tune").setLevel(logging.ERROR)  # its warnings repeat what saliq reports
 
 # Tune writes its experiment state at most this often: a killed driver loses at most this much.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
@@ -46,6 +47,7 @@ class SweepOutcome:
     name: str
     sweep_id: str
     experiment: str
+    experiment_id: str
     tracking_uri: str
     finished: int
     failed: int
@@ -259,8 +261,8 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
         parent_log.log_metrics({"trials_finished": finished, "trials_failed": failed}, step=0)
         parent_log.set_status("FINISHED")
         del results
-    return SweepOutcome(sweep.name, record["sweep_id"], record["experiment"], tracking_uri,
-                        finished, failed, frontier_path, time.monotonic() - start)
+    return SweepOutcome(sweep.name, record["sweep_id"], record["experiment"], experiment_id,
+                        tracking_uri, finished, failed, frontier_path, time.monotonic() - start)
 
 
 def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | None = None,
@@ -336,11 +338,13 @@ def describe(outcome: SweepOutcome, root: Path) -> list[str]:
              f"finished, {outcome.failed} failed (sweep id {outcome.sweep_id})"]
     if outcome.frontier_path:
         lines.append(f"Pareto frontier: {outcome.frontier_path}")
+    # MLflow 3's UI opens in its GenAI view unless the URL asks for the model-training one
+    page = f"#/experiments/{outcome.experiment_id}?workflowType=machine_learning"
     if tracking.is_sqlite(uri):
         lines.append(f"open the MLflow UI:  mlflow ui --backend-store-uri {uri} "
-                     "--host 127.0.0.1 --port 5000   then http://127.0.0.1:5000")
+                     f"--host 127.0.0.1 --port 5000   then http://127.0.0.1:5000/{page}")
     else:
-        lines.append(f"open the MLflow UI:  {tracking.redact(uri)}")
+        lines.append(f"open the MLflow UI:  {tracking.redact(uri).rstrip('/')}/{page}")
     export = f"saliq pareto export --experiment {outcome.experiment}"
     if not tracking.is_sqlite(uri) or Path(tracking.sqlite_path(uri)) != (root.parent / "mlflow.db"):
         export += f" --tracking-uri {tracking.redact(uri)}"
