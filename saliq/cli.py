@@ -89,7 +89,8 @@ def cmd_sweep_validate(args: argparse.Namespace) -> int:
 
     sweep = load_sweep(args.spec)
     print(f"{args.spec}: valid sweep {sweep.name!r}: {len(sweep.dims)} dimension(s), "
-          f"{sweep.spec.budget.num_samples} trial(s), {len(sweep.recipe_variants())} FP "
+          f"{sweep.spec.budget.num_samples} trial(s), "
+          f"{len({v.fp_key() for v in sweep.recipe_variants()})} FP "
           "reference(s)")
     return 0
 
@@ -148,6 +149,56 @@ def cmd_pareto_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from saliq.report import write_report
+
+    client = _analysis_client(args)
+    files = write_report(client, args.experiment, args.out, sweep_id=args.sweep_id,
+                         log_to_parent=not args.no_log)
+    print(Path(files["table"]).read_text())
+    for name, path in files.items():
+        log.info("%s: %s", name, path)
+    return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    import yaml
+
+    from saliq.sensitivity import analyze, heatmap, suggest_points
+
+    config = _trial_config_from_file(args.config, None)
+    bits = [int(b) for b in args.bits.split(",")] if args.bits else None
+    sweep = None
+    if args.sweep:
+        from saliq.sweep.spec import load_sweep
+
+        sweep = load_sweep(args.sweep)
+    if bits is not None:
+        from saliq.quant import check_bits
+
+        for b in bits:
+            try:
+                check_bits(b)
+            except ValueError as e:
+                raise ConfigError(f"--bits: {e}") from None
+    out = _output_dir(args.out)
+    sens = analyze(config, bits, cache_dir=args.cache_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sensitivity.json").write_text(sens.to_json())
+    (out / "sensitivity.md").write_text(sens.table())
+    heatmap(sens, out / "sensitivity.png")
+    print(sens.table())
+    if sweep is not None:
+        points = suggest_points(sens, sweep, limit=args.suggest)
+        seeded = {**sweep.spec.model_dump(), "name": f"{sweep.name}-seeded", "enqueue": points}
+        seeded["mlflow"] = {**seeded["mlflow"], "experiment": f"{sweep.spec.experiment}-seeded"}
+        path = out / f"{sweep.name}-seeded.yaml"
+        path.write_text(yaml.safe_dump(seeded, sort_keys=False))
+        log.info("%d suggested plan(s) enqueued in %s: run it with `saliq sweep run %s`",
+                 len(points), path, path)
+    return 0
+
+
 def _sweep_commands(sub) -> None:
     p = sub.add_parser("sweep", help="run, resume or validate a sweep")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -190,6 +241,25 @@ def _sweep_commands(sub) -> None:
     q.add_argument("--storage", help="where the local store lives (default: saliq-runs)")
     q.add_argument("--no-log", action="store_true", help="do not log the plot to MLflow")
     q.set_defaults(func=cmd_pareto_export)
+
+    p = sub.add_parser("report", help="Table II, Figure 1 and per-class accuracy of a sweep")
+    p.add_argument("--experiment", required=True, help="the sweep's MLflow experiment")
+    p.add_argument("--out", required=True, help="directory for the table and figures")
+    p.add_argument("--sweep-id", help="a sweep of the experiment (default: the latest)")
+    p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the local store")
+    p.add_argument("--storage", help="where the local store lives (default: saliq-runs)")
+    p.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("sensitivity", help="quantize one layer at a time; suggest plans")
+    p.add_argument("--config", required=True, help="trial config YAML (dataset, model, FP)")
+    p.add_argument("--out", required=True, help="directory for the table and heat-map")
+    p.add_argument("--bits", help="candidate bit-widths, comma-separated (default 2,4,8)")
+    p.add_argument("--sweep", help="a sweep spec to seed: writes <name>-seeded.yaml that "
+                                   "starts from the suggested plans")
+    p.add_argument("--suggest", type=int, default=4, help="how many plans to enqueue")
+    p.add_argument("--cache-dir", help="FP reference cache (default: ~/.cache/saliq/fp)")
+    p.set_defaults(func=cmd_sensitivity)
 
 
 class _Parser(argparse.ArgumentParser):

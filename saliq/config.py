@@ -211,11 +211,33 @@ class TrialConfig(_Config):
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def with_overrides(self, overrides: dict[str, Any], where: str = "trial") -> TrialConfig:
-        """A copy with dotted-path values set (`{"precision.default.act_bits": 2}`), validated."""
+        """A copy with dotted-path values set (`{"precision.default.act_bits": 2}`), validated.
+
+        The path `trial` is the whole config: its value, a partial trial config, is merged in
+        (a variant that changes several settings at once, e.g. `{qat: {epochs: 0}}`).
+        """
         data = self.model_dump()
         for path, value in overrides.items():
-            set_dotted(data, path, value)
+            if path == ROOT_PATH:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{where}: a variant must be a mapping of trial settings, "
+                                      f"got {value!r}")
+                deep_merge(data, value)
+            else:
+                set_dotted(data, path, value)
         return parse_trial_config(data, where)
+
+
+ROOT_PATH = "trial"
+
+
+def deep_merge(data: dict, update: dict) -> None:
+    """Merge `update` into `data` in place: mappings merge key by key, other values replace."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            deep_merge(data[key], value)
+        else:
+            data[key] = copy.deepcopy(value)
 
 
 def set_dotted(data: dict, path: str, value: Any) -> None:

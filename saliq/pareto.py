@@ -164,47 +164,32 @@ def export_frontier(client, experiment: str, out: str | Path, *,
     from saliq import tracking
     from saliq.report import pareto_plot
 
-    found = tracking.retrying(lambda: client.get_experiment_by_name(experiment), "experiment")
-    if found is None:
-        raise ConfigError(f"no MLflow experiment named {experiment!r} in this tracking store "
-                          "(check --experiment, --tracking-uri or --storage)")
-    if sweep_id is None:
-        parent = tracking.latest_parent_run(client, found.experiment_id)
-        if parent is None:
-            raise ConfigError(f"experiment {experiment!r} has no saliq sweep")
-        sweep_id = parent.data.tags[tracking.TAG_SWEEP]
-    else:
-        parents = tracking._search(client, found.experiment_id,
-                                   {tracking.TAG_SWEEP: sweep_id, tracking.TAG_ROLE: "sweep"})
-        if not parents:
-            raise ConfigError(f"no sweep {sweep_id!r} in experiment {experiment!r}")
-        parent = parents[-1]
+    parent, records = tracking.sweep_records(client, experiment, sweep_id)
+    sweep_id = parent.data.tags[tracking.TAG_SWEEP]
     if objectives is None:
         objectives = [tuple(o) for o in json.loads(parent.data.tags[tracking.TAG_OBJECTIVES])]
     names = [m for m, _ in objectives]
     directions = [d for _, d in objectives]
 
-    runs = [r for r in tracking.trial_runs(client, found.experiment_id, sweep_id)
-            if r.info.status == "FINISHED"]
-    candidates = [r for r in runs
-                  if all(math.isfinite(r.data.metrics.get(m, math.nan)) for m in names)]
-    points = [[r.data.metrics[m] for m in names] for r in candidates]
+    finished = [r for r in records if r.status == "FINISHED"]
+    candidates = [r for r in finished
+                  if all(math.isfinite(r.metrics.get(m, math.nan)) for m in names)]
+    points = [[r.metrics[m] for m in names] for r in candidates]
     front = non_dominated(points, directions)
     first = 0
     front.sort(key=lambda i: -points[i][first] if directions[first] == "max" else points[i][first])
     ref = reference_point(points, directions)
     entries = []
     for n, i in enumerate(front):
-        run = candidates[i]
-        config = json.loads(run.data.tags[tracking.TAG_CONFIG])
+        record = candidates[i]
         entries.append({
             "entry": n,
-            "run_id": run.info.run_id,
-            "trial_id": run.data.tags.get(tracking.TAG_TRIAL),
-            "plan": _entry_label(config),
-            "objectives": {m: run.data.metrics[m] for m in names},
-            "metrics": dict(sorted(run.data.metrics.items())),
-            "config": config,
+            "run_id": record.run_id,
+            "trial_id": record.trial_id,
+            "plan": _entry_label(record.config),
+            "objectives": {m: record.metrics[m] for m in names},
+            "metrics": dict(sorted(record.metrics.items())),
+            "config": record.config,
         })
     frontier = {
         "sweep": parent.data.tags.get("mlflow.runName", "").removeprefix("sweep ") or experiment,
@@ -212,7 +197,7 @@ def export_frontier(client, experiment: str, out: str | Path, *,
         "sweep_id": sweep_id,
         "parent_run_id": parent.info.run_id,
         "objectives": [{"name": m, "direction": d} for m, d in objectives],
-        "trials": len(runs),
+        "trials": len(finished),
         "hypervolume": hypervolume(points, directions, ref),
         "reference_point": ref,
         "entries": entries,
@@ -220,9 +205,7 @@ def export_frontier(client, experiment: str, out: str | Path, *,
     path = write_frontier(out, frontier)
     if log_to_parent:
         folder = Path(path).parent
-        labels = [f"{r.data.tags.get(tracking.TAG_TRIAL)} "
-                  f"{_entry_label(json.loads(r.data.tags[tracking.TAG_CONFIG]))}"
-                  for r in candidates]
+        labels = [f"{r.trial_id} {_entry_label(r.config)}" for r in candidates]
         png, html = pareto_plot(points, front, objectives, labels, folder / "pareto.png",
                                 folder / "pareto.html", title=f"{experiment}: {sweep_id}")
         logger = tracking.RunLogger(client, parent.info.run_id)

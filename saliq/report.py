@@ -1,13 +1,26 @@
-"""Pictures and tables of a sweep's results: the Pareto plot (PNG and interactive HTML)."""
+"""Pictures and tables of a sweep's results, read from MLflow.
+
+- the Pareto plot (PNG and interactive HTML) that `saliq pareto export` logs;
+- `saliq report`: a Table-II style Markdown table (accuracy per dataset x configuration,
+  mean +- std over seeds, fidelity beside it), Figure-1 style saliency panels (rows:
+  configurations; columns: probe images) and per-class accuracy bars (disparate impact).
+"""
 
 from __future__ import annotations
 
 import html
 import itertools
+import json
+import math
+import statistics
+import tempfile
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["pareto_plot"]
+import numpy as np
+
+__all__ = ["configuration_label", "pareto_plot", "write_report"]
 
 
 def _pairs(n: int) -> list[tuple[int, int]]:
@@ -87,3 +100,206 @@ def _html(points, on_front, objectives, labels, pairs, title) -> str:
             f"<body style='font-family:sans-serif'><h3>{html.escape(title)}</h3>"
             "<p>Hover a dot for its trial; red dots are the Pareto frontier.</p>"
             + "".join(panels) + "</body>")
+
+
+# ---- saliq report ----------------------------------------------------------------------
+
+TABLE_AXES = ("dataset", "model", "seed")  # what a configuration label leaves out
+DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+FIDELITY_COLUMNS = (("fidelity_spearman", "spearman"), ("fidelity_ssim", "SSIM"),
+                    ("fidelity_topk_iou", "top-10% IoU"), ("deletion_auc", "deletion AUC"))
+
+
+def _short(path: str) -> str:
+    return path.removeprefix("precision.").removeprefix("qat.")
+
+
+def configuration_label(sampled: dict, config: dict) -> str:
+    """What distinguishes a trial's configuration: its sampled values other than dataset,
+    model and seed (`4-bit`, or `sampling=balanced, calibrate=max`); `fp`/`w4a4` otherwise."""
+    parts = [(p, v) for p, v in sampled.items() if p.split(".")[0] not in TABLE_AXES]
+    if len(parts) == 1:
+        return str(parts[0][1])
+    if parts:
+        return ", ".join(f"{_short(p)}={v}" for p, v in parts)
+    from saliq.pareto import _entry_label
+
+    return _entry_label(config)
+
+
+def _arch(config: dict) -> str:
+    model = config.get("model", {})
+    return model.get("arch", "?") if isinstance(model, dict) else str(model)
+
+
+def _mean_std(values: list[float]) -> str:
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def _groups(records) -> dict:
+    """{(arch, dataset, label): [records]}, configurations in first-seen order."""
+    groups: dict = defaultdict(list)
+    for r in records:
+        key = (_arch(r.config), r.config.get("dataset", "?"),
+               configuration_label(r.sampled, r.config))
+        groups[key].append(r)
+    return groups
+
+
+def table2(records) -> str:
+    """Markdown: per model, rows = configurations, columns = accuracy per dataset (mean ± std
+    over seeds, n), then the fidelity metrics and deletion AUC per dataset."""
+    groups = _groups(records)
+    lines = []
+    for arch in dict.fromkeys(k[0] for k in groups):
+        datasets = list(dict.fromkeys(k[1] for k in groups if k[0] == arch))
+        labels = list(dict.fromkeys(k[2] for k in groups if k[0] == arch))
+        header = ["configuration"]
+        for d in datasets:
+            name = DATASET_NAMES.get(d, d)
+            header += [f"{name} accuracy"] + [f"{name} {c}" for _, c in FIDELITY_COLUMNS]
+        lines += [f"### {arch}", "", "| " + " | ".join(header) + " |",
+                  "|" + "---|" * len(header)]
+        for label in labels:
+            row = [label]
+            for d in datasets:
+                group = groups.get((arch, d, label), [])
+                row.append(_mean_std([r.metrics.get("accuracy", math.nan) for r in group])
+                           + f" (n={len(group)})")
+                row += [_mean_std([r.metrics.get(m, math.nan) for r in group])
+                        for m, _ in FIDELITY_COLUMNS]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure1(panels: list[tuple[str, dict]], class_names: Sequence[str], path: Path,
+            title: str, columns: int = 8) -> Path:
+    """Rows: input, FP map, then one row per configuration's map; columns: probe images."""
+    plt = _plt()
+    first = panels[0][1]
+    n = min(columns, len(first["images"]))
+    rows = [("input", first["images"], "gray"), ("FP", first["fp_maps"], "inferno")]
+    rows += [(label, maps["maps"], "inferno") for label, maps in panels]
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.45 * n + 1.2, 1.5 * len(rows) + 0.5),
+                             squeeze=False)
+    for r, (label, stack, cmap) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r][c]
+            img = np.asarray(stack[c], dtype=np.float32)
+            if img.ndim == 3:  # (C, H, W) image
+                img = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+            ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(class_names[int(first["labels"][c])], fontsize=8)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def class_accuracy_bars(groups: dict, arch: str, dataset: str, class_names: Sequence[str],
+                        path: Path) -> Path:
+    """Per-class accuracy (mean over seeds) for each configuration: who pays for quantization."""
+    plt = _plt()
+    labels = [k[2] for k in groups if k[:2] == (arch, dataset)]
+    width = 0.8 / max(len(labels), 1)
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(class_names) + 2), 4.2))
+    for i, label in enumerate(labels):
+        group = groups[(arch, dataset, label)]
+        means = [statistics.mean([r.metrics.get(f"class_accuracy_{c}", math.nan) for r in group])
+                 for c in range(len(class_names))]
+        worst = statistics.mean([r.metrics.get("worst_class_accuracy", math.nan) for r in group])
+        xs = [c + (i - (len(labels) - 1) / 2) * width for c in range(len(class_names))]
+        ax.bar(xs, means, width, label=f"{label} (worst {worst:.3f})")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"per-class accuracy · {DATASET_NAMES.get(dataset, dataset)} · {arch}",
+                 fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _maps(client, record, folder: Path) -> dict | None:
+    try:
+        local = client.download_artifacts(record.run_id, "saliency_maps.npz", str(folder))
+    except Exception:  # a run from before maps were logged: the figure skips it
+        return None
+    with np.load(local) as data:
+        return {k: data[k] for k in data.files}
+
+
+def write_report(client, experiment: str, out: str | Path, *, sweep_id: str | None = None,
+                 log_to_parent: bool = True) -> dict[str, Path]:
+    """Write the table, figures and a JSON summary of a sweep's finished trials to `out`."""
+    from saliq import tracking
+    from saliq.data import DATASETS
+
+    parent, records = tracking.sweep_records(client, experiment, sweep_id)
+    finished = [r for r in records if r.status == "FINISHED"]
+    if not finished:
+        from saliq.errors import ConfigError
+
+        raise ConfigError(f"experiment {experiment!r}: the sweep has no finished trial yet")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"table": out / "table2.md"}
+    files["table"].write_text(f"# {experiment}: accuracy and saliency fidelity\n\n"
+                              + table2(finished))
+    groups = _groups(finished)
+    summary = {f"{a}/{d}/{label}": {
+        "n": len(g),
+        **{m: [r.metrics.get(m) for r in g] for m in
+           ("accuracy", "fidelity_spearman", "fidelity_ssim", "fidelity_topk_iou",
+            "deletion_auc", "worst_class_accuracy", "class_accuracy_gap")},
+    } for (a, d, label), g in groups.items()}
+    files["summary"] = out / "summary.json"
+    files["summary"].write_text(json.dumps(summary, indent=2) + "\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch, dataset in dict.fromkeys(k[:2] for k in groups):
+            classes = DATASETS[dataset].classes if dataset in DATASETS else [str(i) for i in
+                                                                               range(10)]
+            stem = f"{dataset}-{arch}"
+            panels = []
+            for key in [k for k in groups if k[:2] == (arch, dataset)]:
+                record = min(groups[key], key=lambda r: r.config.get("seed", 0))
+                maps = _maps(client, record, Path(tmp) / record.run_id)
+                if maps is not None:
+                    panels.append((key[2], maps))
+            if panels:
+                files[f"figure1-{stem}"] = figure1(
+                    panels, classes, out / f"figure1-{stem}.png",
+                    f"saliency maps · {DATASET_NAMES.get(dataset, dataset)} · {arch} (seed "
+                    "with the lowest number per configuration)")
+            files[f"class-accuracy-{stem}"] = class_accuracy_bars(
+                groups, arch, dataset, classes, out / f"class-accuracy-{stem}.png")
+    if log_to_parent:
+        logger = tracking.RunLogger(client, parent.info.run_id)
+        for path in files.values():
+            logger.log_artifact(path, "report")
+    return files
+

@@ -25,6 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ __all__ = [
     "EXPERIMENT_KIND",
     "LocalTrackingServer",
     "RunLogger",
+    "TrialRecord",
     "TAG_CONFIG",
     "TAG_REASON",
     "TAG_ROLE",
@@ -48,6 +50,7 @@ __all__ = [
     "make_client",
     "redact",
     "resolve_tracking_uri",
+    "sweep_records",
     "trial_runs",
 ]
 
@@ -56,6 +59,7 @@ log = logging.getLogger("saliq")
 # MLflow prints a "View run at <url>" line per ended run; with a sweep's private server that
 # URL is gone a minute later. saliq prints where to look once, at the end.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 TAG_SWEEP = "saliq.sweep_id"
 TAG_TRIAL = "saliq.trial_id"
@@ -279,6 +283,43 @@ def fail_stale_runs(client, experiment_id: str, sweep_id: str, reason: str) -> i
         client.set_tag(run.info.run_id, TAG_REASON, reason)
         client.set_terminated(run.info.run_id, "FAILED")
     return len(stale)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A finished-or-not trial as MLflow holds it, decoded for analysis."""
+
+    run_id: str
+    trial_id: str
+    status: str
+    config: dict
+    sampled: dict
+    metrics: dict[str, float]
+
+
+def sweep_records(client, experiment: str, sweep_id: str | None = None):
+    """(parent run, trial records) of `sweep_id`, or of the experiment's latest sweep."""
+    found = retrying(lambda: client.get_experiment_by_name(experiment), "get experiment")
+    if found is None:
+        raise ConfigError(f"no MLflow experiment named {experiment!r} in this tracking store "
+                          "(check --experiment, --tracking-uri or --storage)")
+    if sweep_id is None:
+        parent = latest_parent_run(client, found.experiment_id)
+        if parent is None:
+            raise ConfigError(f"experiment {experiment!r} has no saliq sweep")
+        sweep_id = parent.data.tags[TAG_SWEEP]
+    else:
+        parents = _search(client, found.experiment_id, {TAG_SWEEP: sweep_id, TAG_ROLE: "sweep"})
+        if not parents:
+            raise ConfigError(f"no sweep {sweep_id!r} in experiment {experiment!r}")
+        parent = parents[-1]
+    records = [
+        TrialRecord(r.info.run_id, r.data.tags.get(TAG_TRIAL, ""), r.info.status,
+                    json.loads(r.data.tags.get(TAG_CONFIG, "{}")),
+                    json.loads(r.data.tags.get("saliq.sampled", "{}")), dict(r.data.metrics))
+        for r in trial_runs(client, found.experiment_id, sweep_id)
+    ]
+    return parent, records
 
 
 class RunLogger:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from saliq import reference
@@ -135,7 +136,14 @@ def _write_outputs(out_dir: Path, config, model, metrics, data, fp_maps, maps) -
                 "metrics": metrics}, weights)
     summary = out_dir / "metrics.json"
     summary.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    return {"saliency_grid": str(grid), "model": str(weights), "metrics": str(summary)}
+    # The raw maps (float16, ~0.3 MB for 64 probes) let reports compose figures across trials.
+    maps_file = out_dir / "saliency_maps.npz"
+    np.savez_compressed(
+        maps_file, images=data.denormalise(data.probe_x).clamp(0, 1).cpu().half().numpy(),
+        labels=data.probe_y.cpu().numpy(), fp_maps=fp_maps.cpu().half().numpy(),
+        maps=maps.cpu().half().numpy())
+    return {"saliency_grid": str(grid), "model": str(weights), "metrics": str(summary),
+            "saliency_maps": str(maps_file)}
 
 
 def run_trial(

@@ -258,7 +258,8 @@ def _check_values(dim: Dimension) -> list[Any]:
 
 
 def _touches_fp_recipe(path: str) -> bool:
-    return path.split(".")[0] in FP_RECIPE_FIELDS
+    # the root path `trial` (whole variants) may change anything, the FP recipe included
+    return path.split(".")[0] in (*FP_RECIPE_FIELDS, "trial")
 
 
 @dataclass(frozen=True)
@@ -282,10 +283,11 @@ class Sweep:
         """One config per combination of the searched FP-recipe options (the FP references the
         sweep needs), in a stable order."""
         recipe_dims = {p: d for p, d in self.dims.items() if _touches_fp_recipe(p)}
-        variants = []
+        variants = {}
         for combo in itertools.product(*(d.values for d in recipe_dims.values())):
-            variants.append(self.base.with_overrides(dict(zip(recipe_dims, combo, strict=True))))
-        return variants
+            variant = self.base.with_overrides(dict(zip(recipe_dims, combo, strict=True)))
+            variants.setdefault((variant.fp_key(), variant.model_dump_json()), variant)
+        return list(variants.values())
 
     def enqueued_points(self) -> list[dict[str, Any]]:
         return [{p: self.dims[p].encode(v) for p, v in point.items()}

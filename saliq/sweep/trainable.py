@@ -116,6 +116,7 @@ def train(params: dict[str, Any], *, context: SweepContext,
             logger.log_artifact(result.files["saliency_grid"])
             logger.log_artifact(result.files["model"], "model")
             logger.log_artifact(result.files["metrics"])
+            logger.log_artifact(result.files["saliency_maps"])
         if not logger.flush(deadline_s=600):
             raise RuntimeError("MLflow stayed unreachable for 10 minutes; metrics not logged")
         logger.set_status("FINISHED")

@@ -1,0 +1,216 @@
+"""Bad input at the CLI, fuzzed: malformed and hostile trial configs and sweep specs always
+give one line `saliq: ...` on stderr, exit code 2, no traceback, and no file outside the
+chosen output directory. A tracking URI's password is never printed."""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from servers import saliq as run_cli
+
+import saliq.trial
+from saliq.cli import main
+
+VALID_TRIAL = {
+    "dataset": "fashion-mnist", "limit": {"train": 100, "test": 50}, "model": "seed-cnn",
+    "precision": {"default": {"weight_bits": 4, "act_bits": 4}, "layers": {"fc2": {"weight_bits": 8}}},
+    "pact": {"alpha_init": 10.0, "alpha_decay": 0.0002}, "fp": {"epochs": 1, "lr": 0.001},
+    "qat": {"epochs": 1, "lr": 0.0005}, "batch_size": 64, "seed": 0,
+    "saliency": {"method": "saliency", "probe_size": 16}, "device": "cpu",
+}
+VALID_SPEC = {
+    "name": "fuzz", "trial": {"dataset": "fashion-mnist", "limit": {"train": 100}},
+    "search": {"precision.default.weight_bits": {"choice": [2, 4, 8]},
+               "pact.alpha_init": {"uniform": [2.0, 12.0]}},
+    "objective": {"weighted": {"accuracy": 0.5, "fidelity": 0.5}},
+    "sampler": {"type": "tpe", "seed": 0}, "budget": {"num_samples": 4, "max_concurrent": 2},
+}
+
+hostile_text = st.one_of(
+    st.text(min_size=0, max_size=30),
+    st.sampled_from(["../../etc/passwd", "/tmp/../../x", "..", "a/b", "名前", "\x00", "☃" * 80,
+                     "fashion-mnist\n", "$(rm -rf /)", "%s%s%n", "NaN", "1e309"]),
+)
+hostile_scalar = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True), hostile_text,
+)
+hostile_value = st.recursive(
+    hostile_scalar,
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(hostile_text, inner, max_size=3)),
+    max_leaves=6,
+)
+
+
+def _paths(data: dict, prefix=()) -> list[tuple]:
+    out = []
+    for key, value in data.items():
+        out.append((*prefix, key))
+        if isinstance(value, dict):
+            out += _paths(value, (*prefix, key))
+    return out
+
+
+@st.composite
+def mutated(draw, base: dict):
+    """`base` with a few leaves replaced, keys added or removed: mostly invalid."""
+    data = yaml.safe_load(yaml.safe_dump(base))
+    for _ in range(draw(st.integers(1, 3))):
+        paths = _paths(data)
+        path = draw(st.sampled_from(paths)) if paths else ("x",)
+        node = data
+        for key in path[:-1]:
+            node = node[key] if isinstance(node.get(key), dict) else node.setdefault(key, {})
+        action = draw(st.sampled_from(["replace", "replace", "add", "delete"]))
+        if action == "replace":
+            node[path[-1]] = draw(hostile_value)
+        elif action == "add":
+            node[draw(hostile_text)] = draw(hostile_value)
+        else:
+            node.pop(path[-1], None)
+    return data
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def _one_line_error(capsys, code) -> str:
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("saliq: "), err
+    return lines[0]
+
+
+FUZZ = settings(max_examples=60, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+
+
+@FUZZ
+@given(config=mutated(VALID_TRIAL))
+def test_fuzzed_trial_configs(config, tmp_path, capsys, monkeypatch):
+    ran = []
+    monkeypatch.setattr(saliq.trial, "run_trial", lambda c, **kw: ran.append(c) or
+                        saliq.trial.TrialResult(c, {"accuracy": 1.0}))
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / f"t{len(os.listdir(tmp_path))}.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    before = _tree(tmp_path)
+    code = main(["trial", "--config", str(path), "--out", str(tmp_path / "out")])
+    if ran:  # the mutation happened to be valid: the trial was handed a validated config
+        assert code == 0
+        capsys.readouterr()
+        return
+    _one_line_error(capsys, code)
+    assert _tree(tmp_path) == before  # nothing written, not even the output directory
+
+
+@FUZZ
+@given(spec=mutated(VALID_SPEC))
+def test_fuzzed_sweep_specs(spec, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / f"s{len(os.listdir(tmp_path))}.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True))
+    before = _tree(tmp_path)
+    code = main(["sweep", "validate", str(path)])
+    if code == 0:
+        capsys.readouterr()
+        return
+    _one_line_error(capsys, code)
+    assert _tree(tmp_path) == before
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blob=st.binary(max_size=200))
+def test_random_bytes_as_config(blob, tmp_path, capsys):
+    path = tmp_path / "blob.yaml"
+    path.write_bytes(blob)
+    code = main(["trial", "--config", str(path), "--out", str(tmp_path / "out")])
+    if code != 2:  # some byte strings are valid YAML mappings of valid configs: skip those
+        capsys.readouterr()
+        return
+    _one_line_error(capsys, code)
+
+
+@pytest.mark.parametrize("spec_change, expected", [
+    ({"search": {"precision.default.act_bits": {"choice": [2, 64]}}},
+     "sweep.search['precision.default.act_bits']: 64 is not a bit-width (use 1-8 or 32)"),
+    ({"search": {"precision.default.act_bits": {"choice": []}}}, "non-empty list"),
+    ({"search": {"qat.lrr": {"uniform": [0.1, 0.2]}}}, "no such setting"),
+    ({"search": {"fp.lr": {"uniform": [0.1, 0.2]}}}, "choice list"),
+    ({"budget": {"num_samples": -3}}, "sweep.budget.num_samples"),
+    ({"trial": {"dataset": "imagenet"}}, "sweep.trial.dataset: unknown dataset 'imagenet'"),
+    ({"name": "../../etc"}, "sweep.name"),
+    ({"objective": {"weighted": {"acuracy": 1.0}}}, "unknown metric 'acuracy'"),
+    ({"sampler": {"type": "grid"}}, "choice list"),
+    ({"resources": {"gpu": -1}}, "sweep.resources.gpu"),
+    ({"scheduler": {"type": "asha"}, "objective": {"pareto": {"accuracy": "max"}}}, "ASHA"),
+    ({"search": {"precision.layers.conv9.act_bits": {"choice": [2]}}}, "no layer 'conv9'"),
+    ({"enqueue": [{"precision.default.weight_bits": 3}]}, "sweep.enqueue[0]"),
+])
+def test_spec_errors_name_the_field(spec_change, expected, tmp_path, capsys):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**VALID_SPEC, **spec_change}))
+    line = _one_line_error(capsys, main(["sweep", "validate", str(path)]))
+    assert expected in line
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["trial", "--config", "missing.yaml"], "missing.yaml: no such file"),
+    (["trial", "--config", "."], "is a directory"),
+    (["trial"], "required"),
+    (["trial", "--config", "x.yaml", "--entry", "one"], "invalid int value"),
+    (["sweep", "resume", "nothing-here"], "no sweep 'nothing-here'"),
+    (["pareto", "export", "--experiment", "x", "--out", "f.yaml", "--objectives", "acc"],
+     "METRIC:max"),
+    (["sensitivity", "--config", "missing.yaml", "--out", "o"], "no such file"),
+    (["bogus"], "invalid choice"),
+])
+def test_cli_usage_errors(args, expected, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse's own errors exit from inside parse_args
+        code = e.code
+    assert expected in _one_line_error(capsys, code)
+
+
+def test_unreachable_tracking_server_fails_before_anything_is_written(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**VALID_SPEC, "storage": str(tmp_path / "runs")}))
+    done = run_cli("sweep", "run", str(spec), "--tracking-uri",
+                 "http://alice:s3cr3t-pw@127.0.0.1:9", cwd=tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert "unreachable" in done.stderr and "s3cr3t-pw" not in done.stderr + done.stdout
+    assert "alice:***@127.0.0.1:9" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_file_store_is_refused(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**VALID_SPEC, "storage": str(tmp_path / "runs")}))
+    line = _one_line_error(capsys, main(["sweep", "run", str(spec), "--tracking-uri",
+                                         str(tmp_path / "mlruns")]))
+    assert "no file store" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_redact_hides_passwords_only():
+    from saliq.tracking import redact
+
+    assert redact("http://u:p4ss@host:5000/x") == "http://u:***@host:5000/x"
+    assert redact("postgresql://u:p@db/mlflow") == "postgresql://u:***@db/mlflow"
+    assert redact("http://host:5000") == "http://host:5000"
+    assert all(c not in redact("https://me:" + string.ascii_letters + "@h") for c in ["abcdef"])
