@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from torch import nn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from torch import nn
 
 from saliq.data import DATASETS
 from saliq.errors import ConfigError, format_validation_error
 from saliq.models import ARCHITECTURES, build_model, layer_names
 from saliq.quant import PrecisionPlan
-from saliq.saliency import FIDELITY_METRICS, METHODS
+from saliq.saliency import METHODS
 
 __all__ = [
     "TrialConfig",
@@ -123,7 +123,8 @@ class SaliencyConfig(_Config):
     @classmethod
     def _method(cls, method: str) -> str:
         if method not in METHODS:
-            raise ValueError(f"unknown saliency method {method!r} (use one of {', '.join(METHODS)})")
+            raise ValueError(
+                f"unknown saliency method {method!r} (use one of {', '.join(METHODS)})")
         return method
 
     @field_validator("also")
@@ -279,7 +280,8 @@ def _check_layers(config: TrialConfig, where: str) -> None:
 def parse_trial_config(data: Any, where: str = "trial") -> TrialConfig:
     """Validate a mapping into a `TrialConfig`, or raise a one-line `ConfigError`."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of trial settings, got {type(data).__name__}")
+        raise ConfigError(
+            f"{where}: expected a mapping of trial settings, got {type(data).__name__}")
     try:
         config = TrialConfig.model_validate(data)
     except ValidationError as e:

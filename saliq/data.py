@@ -104,7 +104,8 @@ def _load_idx(folder: Path, source: str) -> RawDataset:
     for split, (images, labels) in _IDX_FILES.items():
         x = _read_idx(_idx_file(folder, images))
         y = _read_idx(_idx_file(folder, labels))
-        arrays[split] = (torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64)))
+        arrays[split] = (torch.from_numpy(x.copy()).unsqueeze(1),
+                         torch.from_numpy(y.astype(np.int64)))
     return RawDataset(*arrays["train"], *arrays["test"], source=source)
 
 

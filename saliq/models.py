@@ -48,7 +48,7 @@ class SeedCNN(nn.Module):
 
 
 class DeepCNN(nn.Module):
-    """A deeper CNN: two conv blocks (32, 64 channels, two 3x3 convs each, padded) -> fc 256 -> fc."""
+    """A deeper CNN: two conv blocks (32, 64 channels, two padded 3x3 convs each), fc 256, fc."""
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10,
                  dropout: float = 0.25) -> None:

@@ -19,7 +19,7 @@ from typing import Annotated
 
 import torch
 import torch.nn.functional as F
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 from torch import nn
 
 __all__ = [
@@ -55,7 +55,8 @@ class _PactQuantize(torch.autograd.Function):
         ctx.save_for_backward(x, alpha)
         y = torch.clamp(x, min=torch.zeros_like(alpha), max=alpha)
         levels = 2**bits - 1
-        return torch.round(y * (levels / alpha)) * (alpha / levels)
+        # DESIGN.md's formula in its own order of operations: y_q matches it bit for bit
+        return torch.round(y * levels / alpha) * alpha / levels
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -88,7 +89,8 @@ def dorefa_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
     if bits >= FULL_PRECISION:
         return w
     t = torch.tanh(w)
-    t = t / (2 * t.abs().max()) + 0.5
+    # an all-zero tensor has max 0; the floor keeps it finite and changes nothing else
+    t = t / (2 * t.abs().max().clamp_min(torch.finfo(t.dtype).tiny)) + 0.5
     levels = 2**bits - 1
     return 2 * _RoundSTE.apply(t * levels) / levels - 1
 
@@ -155,7 +157,8 @@ class QuantLinear(nn.Linear):
         return f"{super().extra_repr()}, weight_bits={self.weight_bits}"
 
 
-Bits = Annotated[int, Field(strict=True), AfterValidator(check_bits)]
+# Before pydantic's int check, so that 4.5, True and "4" get the same message as 64 does.
+Bits = Annotated[int, BeforeValidator(check_bits)]
 
 
 class _Data(BaseModel):
@@ -275,7 +278,8 @@ def calibrate_alphas(model: nn.Module, x: torch.Tensor, method: str = "max",
     Activations are observed unclipped (each PACT acts as a ReLU meanwhile), after the
     quantized weights, so the ranges are those the quantized model will produce.
     """
-    pacts = {n: m for n, m in model.named_modules() if isinstance(m, PACT) and m.bits < FULL_PRECISION}
+    pacts = {n: m for n, m in model.named_modules()
+             if isinstance(m, PACT) and m.bits < FULL_PRECISION}
     seen: dict[str, list[torch.Tensor]] = {n: [] for n in pacts}
     bits = {n: m.bits for n, m in pacts.items()}
     hooks = [m.register_forward_pre_hook(lambda mod, inp, n=n: seen[n].append(inp[0].flatten()))

@@ -64,7 +64,7 @@ def _raw_attribution(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method:
         return IntegratedGradients(model).attribute(
             x, baselines=baseline, target=y, n_steps=32, internal_batch_size=len(x) * 8)
     if method == "smoothgrad":
-        spread = 0.15 * float(x.max() - x.min())
+        spread = 0.15 * float(x.detach().max() - x.detach().min())
         return NoiseTunnel(Saliency(model)).attribute(
             x, nt_type="smoothgrad", nt_samples=16, nt_samples_batch_size=16, stdevs=spread,
             target=y, abs=True)
@@ -155,9 +155,10 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     rb = _average_ranks(b.flatten(1).double())
     ra = ra - ra.mean(dim=1, keepdim=True)
     rb = rb - rb.mean(dim=1, keepdim=True)
-    na, nb = ra.norm(dim=1), rb.norm(dim=1)
-    rho = (ra * rb).sum(dim=1) / (na * nb).clamp_min(1e-300)
-    both_flat = (na == 0) & (nb == 0)
+    saa, sbb = (ra * ra).sum(dim=1), (rb * rb).sum(dim=1)
+    # sqrt(s * s) == s in IEEE arithmetic: identical maps give exactly 1.0 (norm() would not)
+    rho = (ra * rb).sum(dim=1) / (saa * sbb).sqrt().clamp_min(1e-300)
+    both_flat = (saa == 0) & (sbb == 0)
     same = (a.flatten(1) == b.flatten(1)).all(dim=1)
     rho = torch.where(both_flat, same.double(), rho)
     return rho.clamp(-1.0, 1.0)
@@ -175,7 +176,7 @@ def topk_iou(a: torch.Tensor, b: torch.Tensor, fraction: float = 0.1) -> torch.T
 
 
 def fidelity(maps: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
-    """Agreement of `maps` with `reference` maps: each metric a mean over images, 1.0 = identical."""
+    """Agreement of `maps` with `reference` maps: each metric a mean over images, 1 = identical."""
     return {
         "ssim": float(ssim(maps, reference).mean()),
         "spearman": float(spearman(maps, reference).mean()),

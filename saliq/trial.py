@@ -11,6 +11,7 @@ calls it directly.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -194,7 +195,7 @@ def run_trial(
     fp_weights = {k: v for k, v in fp_reference.state_dict.items() if not k.endswith("alpha")}
     missing = model.load_state_dict(fp_weights, strict=False).missing_keys
     assert all(k.endswith("alpha") for k in missing), missing
-    if config.qat.calibrate != "none":
+    if config.qat.calibrate != "none" and checkpoint is None:  # a checkpoint has its alphas
         calibrate_alphas(model, data.train_x[:CALIBRATION_IMAGES], config.qat.calibrate)
     optimizer = make_optimizer(model, config.qat, config.pact.alpha_decay)
     generator = torch.Generator(device=device).manual_seed(config.seed + 1)
@@ -230,12 +231,14 @@ def run_trial(
         log.info("qat epoch %d/%d: loss %.4f, accuracy %.4f, fidelity %.4f", epoch + 1,
                  config.qat.epochs, loss, metrics["accuracy"], metrics["fidelity"])
         if report is not None:
-            report(epoch + 1, metrics, {
+            # A snapshot: state_dict() tensors alias the live parameters and optimiser state,
+            # which the next epoch changes in place under a caller that kept the checkpoint.
+            report(epoch + 1, metrics, copy.deepcopy({
                 "epoch": epoch + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
                 "generator": generator.get_state(), "history": history,
                 "config": config.model_dump(),
-            })
+            }))
     seconds["qat"] = time.perf_counter() - t
 
     # Phase 4: final evaluation.
