@@ -318,6 +318,13 @@ class TrialData:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def black(self) -> torch.Tensor:
+        """The normalised value of a black pixel, (1, C, 1, 1): "no signal" for Integrated
+        Gradients' baseline and for deleted pixels."""
+        mean = torch.tensor(self.mean, device=self.probe_x.device)
+        std = torch.tensor(self.std, device=self.probe_x.device)
+        return (-mean / std).view(1, -1, 1, 1)
+
     def denormalise(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)

@@ -53,7 +53,7 @@ def train_reference(config: TrialConfig, data: TrialData, device: torch.device) 
                            batch_size=config.batch_size, generator=generator,
                            num_classes=data.num_classes)
         log.info("fp epoch %d/%d: loss %.4f", epoch + 1, config.fp.epochs, loss)
-    accuracy = float((predict(model, data.test_x).argmax(1) == data.test_y).float().mean())
+    accuracy = float((predict(model, data.test_x).argmax(1) == data.test_y).double().mean())
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return FPReference(config.fp_key(), config.fp_recipe(), state, accuracy,
                        time.perf_counter() - start)

@@ -94,7 +94,8 @@ def analyze(config: TrialConfig, bits: list[int] | None = None, *,
     fp_model = config.build_model(full_precision=True).to(device)
     fp_model.load_state_dict(ref.state_dict)
     method, metric = config.saliency.method, config.saliency.fidelity_metric
-    fp_maps = attribute(fp_model, data.probe_x, data.probe_y, method)
+    black = data.black()
+    fp_maps = attribute(fp_model, data.probe_x, data.probe_y, method, baseline=black)
     fp_acc = float((predict(fp_model, data.test_x).argmax(1) == data.test_y).double().mean())
 
     layers = config.layers()
@@ -111,7 +112,7 @@ def analyze(config: TrialConfig, bits: list[int] | None = None, *,
             model.load_state_dict(weights, strict=False)
             calibrate_alphas(model, data.train_x[:1024], "percentile")
             acc = float((predict(model, data.test_x).argmax(1) == data.test_y).double().mean())
-            maps = attribute(model, data.probe_x, data.probe_y, method)
+            maps = attribute(model, data.probe_x, data.probe_y, method, baseline=black)
             result.accuracy_drop[layer][b] = fp_acc - acc
             result.fidelity_drop[layer][b] = 1.0 - fidelity(maps, fp_maps)[metric]
     n = min(trace_images, len(data.train_y))

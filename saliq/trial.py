@@ -71,13 +71,6 @@ def plan_label(bits: dict[str, tuple[int, int]]) -> str:
     return f"mixed w{'/'.join(map(str, weights))} a{'/'.join(map(str, acts))}"
 
 
-def _black(data: TrialData, device: torch.device) -> torch.Tensor:
-    """The normalised value of a black pixel, (1, C, 1, 1): "no signal" for IG and deletion."""
-    mean = torch.tensor(data.mean, device=device)
-    std = torch.tensor(data.std, device=device)
-    return (-mean / std).view(1, -1, 1, 1)
-
-
 def _alphas(model: torch.nn.Module) -> dict[str, float]:
     return {f"alpha_{layer}": model.get_submodule(act).alpha.item()
             for layer, act in model.activation_of.items()
@@ -85,13 +78,15 @@ def _alphas(model: torch.nn.Module) -> dict[str, float]:
             and model.get_submodule(act).bits < FULL_PRECISION}
 
 
-def _epoch_metrics(model, data: TrialData, fp_maps, config: TrialConfig, black) -> dict:
-    accuracy = (predict(model, data.test_x).argmax(1) == data.test_y).double().mean()
+def _evaluate(model, data: TrialData, fp_maps, config: TrialConfig, black):
+    """(metrics, maps, test logits): accuracy, fidelity to the FP maps, alphas."""
+    logits = predict(model, data.test_x)
+    accuracy = (logits.argmax(1) == data.test_y).double().mean()
     maps = attribute(model, data.probe_x, data.probe_y, config.saliency.method, baseline=black)
     fid = fidelity(maps, fp_maps)
     metrics = {"accuracy": float(accuracy), **{f"fidelity_{k}": v for k, v in fid.items()}}
     metrics["fidelity"] = metrics[f"fidelity_{config.saliency.fidelity_metric}"]
-    return {**metrics, **_alphas(model)}, maps
+    return {**metrics, **_alphas(model)}, maps, logits
 
 
 def _method_comparison(model, fp_model, data: TrialData, config: TrialConfig, black,
@@ -183,7 +178,7 @@ def run_trial(
         raise ValueError(f"FP reference {fp_reference.key} is not this trial's ({config.fp_key()})")
     fp_model = config.build_model(full_precision=True).to(device)
     fp_model.load_state_dict(fp_reference.state_dict)
-    black = _black(data, device)
+    black = data.black()
     fp_maps = attribute(fp_model, data.probe_x, data.probe_y, config.saliency.method,
                         baseline=black)
     seconds["fp"] = time.perf_counter() - t
@@ -199,7 +194,7 @@ def run_trial(
         calibrate_alphas(model, data.train_x[:CALIBRATION_IMAGES], config.qat.calibrate)
     optimizer = make_optimizer(model, config.qat, config.pact.alpha_decay)
     generator = torch.Generator(device=device).manual_seed(config.seed + 1)
-    start_epoch, history = 0, []
+    start_epoch, history, evaluated = 0, [], None
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -224,8 +219,8 @@ def run_trial(
             raise TrialDiverged(
                 f"QAT loss became {loss} in epoch {epoch + 1} (plan "
                 f"{plan_label(config.resolved_bits())}, lr {config.qat.lr}): lower qat.lr")
-        metrics, _ = _epoch_metrics(model, data, fp_maps, config, black)
-        metrics = {"epoch": epoch + 1, "loss": loss, **metrics,
+        evaluated = _evaluate(model, data, fp_maps, config, black)
+        metrics = {"epoch": epoch + 1, "loss": loss, **evaluated[0],
                    "epoch_seconds": time.perf_counter() - te}
         history.append(metrics)
         log.info("qat epoch %d/%d: loss %.4f, accuracy %.4f, fidelity %.4f", epoch + 1,
@@ -241,10 +236,10 @@ def run_trial(
             }))
     seconds["qat"] = time.perf_counter() - t
 
-    # Phase 4: final evaluation.
+    # Phase 4: final evaluation (the last epoch's evaluation is of this very model: reused).
     t = time.perf_counter()
-    logits = predict(model, data.test_x)
-    metrics, maps = _epoch_metrics(model, data, fp_maps, config, black)
+    metrics, maps, logits = evaluated or _evaluate(model, data, fp_maps, config, black)
+    metrics = {k: v for k, v in metrics.items() if k not in ("epoch", "epoch_seconds")}
     info = DATASETS[config.dataset]
     metrics.update(group_metrics(logits, data.test_y, data.num_classes))
     metrics.update(_method_comparison(model, fp_model, data, config, black, maps))

@@ -98,7 +98,8 @@ def _fp_task(config_json: str) -> dict:
     ref = train_reference(config, data, device)
     model = config.build_model(full_precision=True).to(device)
     model.load_state_dict(ref.state_dict)
-    maps = attribute(model, data.probe_x, data.probe_y, config.saliency.method)
+    maps = attribute(model, data.probe_x, data.probe_y, config.saliency.method,
+                     baseline=data.black())
     with tempfile.TemporaryDirectory() as folder:
         path = save_grid(Path(folder) / "grid.png", data.denormalise(data.probe_x), maps, None,
                          data.probe_y, data.classes, columns=("input", "FP map"),

@@ -30,6 +30,8 @@ def make_sampler(sweep: Sweep) -> optuna.samplers.BaseSampler:
     if spec.type == "random":
         return optuna.samplers.RandomSampler(seed=spec.seed)
     if spec.type == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=spec.seed)
+        # Optuna's default population (50) would make any smaller budget one random generation
+        population = min(50, max(4, sweep.spec.budget.num_samples // 4))
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=spec.seed)
     # multivariate TPE models interactions (per-layer bits x alpha), which is the point here
     return optuna.samplers.TPESampler(seed=spec.seed, multivariate=True)
