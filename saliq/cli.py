@@ -35,7 +35,8 @@ def _trial_config_from_file(path: str, entry: int | None):
 
     data = load_yaml(path)
     if is_frontier(data):
-        return parse_trial_config(frontier_entry_config(data, entry, path), f"{path}: entry {entry}")
+        config = frontier_entry_config(data, entry, path)
+        return parse_trial_config(config, f"{path}: entry {entry}")
     if entry is not None:
         raise ConfigError(f"{path}: --entry applies to a frontier file (from `saliq pareto "
                           "export`), and this is a trial config")

@@ -96,7 +96,9 @@ def resolve_tracking_uri(explicit: str | None, spec: str | None, storage: str | 
     if scheme in ("", "file") or (len(scheme) == 1 and uri[1:3] == ":\\"):
         raise ConfigError(f"tracking URI {redact(uri)}: MLflow 3 has no file store; use "
                           "sqlite:///PATH/mlflow.db, postgresql://..., or an http(s):// server")
-    if scheme not in ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks"):
+    # SQLAlchemy's "dialect+driver" form (postgresql+psycopg2://) names the same store
+    if scheme.split("+")[0] not in ("sqlite", "http", "https", "postgresql", "mysql", "mssql",
+                                    "databricks"):
         raise ConfigError(f"tracking URI {redact(uri)}: unsupported scheme {scheme!r} (use "
                           "sqlite, postgresql or http(s))")
     return uri
@@ -118,7 +120,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise SaliqError(f"tracking store {uri}: cannot create {folder} ({e.strerror})") from None
+            raise SaliqError(f"tracking store {uri}: cannot create {folder} ({e.strerror})"
+                             ) from None
         return
     if not uri.startswith(("http://", "https://")):
         return
@@ -251,7 +254,8 @@ def _search(client, experiment_id: str, tags: dict[str, str]) -> list:
 
 def _keep_oldest(client, runs: list):
     for ghost in runs[1:]:
-        log.warning("MLflow: deleting duplicate run %s of %s", ghost.info.run_id, runs[0].info.run_id)
+        log.warning("MLflow: deleting duplicate run %s of %s", ghost.info.run_id,
+                    runs[0].info.run_id)
         retrying(lambda g=ghost: client.delete_run(g.info.run_id), "delete duplicate run")
     return runs[0]
 
@@ -280,8 +284,9 @@ def fail_stale_runs(client, experiment_id: str, sweep_id: str, reason: str) -> i
     """End the sweep's child runs still RUNNING (their worker died and no retry is left)."""
     stale = [r for r in trial_runs(client, experiment_id, sweep_id) if r.info.status == "RUNNING"]
     for run in stale:
-        client.set_tag(run.info.run_id, TAG_REASON, reason)
-        client.set_terminated(run.info.run_id, "FAILED")
+        logger = RunLogger(client, run.info.run_id)
+        logger.set_tag(TAG_REASON, reason)
+        logger.set_status("FAILED")
     return len(stale)
 
 
@@ -354,8 +359,8 @@ class RunLogger:
         try:
             while self._pending:
                 batch = self._pending[:1000]
-                retrying(lambda: self.client.log_batch(self.run_id, metrics=batch), "log metrics",
-                         deadline_s)
+                retrying(lambda b=batch: self.client.log_batch(self.run_id, metrics=b),
+                         "log metrics", deadline_s)
                 self._pending = self._pending[1000:]
         except Exception as e:  # keep the buffer; the next call or finish() tries again
             log.warning("MLflow: %d metric values buffered (%s)", len(self._pending), e)

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from pathlib import Path
 VENV_BIN = Path(sys.executable).parent
 SALIQ = str(VENV_BIN / "saliq")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+PG_BIN = Path(os.environ.get("SALIQ_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
 def free_port() -> int:
@@ -58,7 +60,11 @@ class MlflowServer:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         log.close()
-        wait_http(self.url + "/health")
+        try:
+            wait_http(self.url + "/health")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -69,6 +75,13 @@ class MlflowServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, no graceful shutdown (start() brings it back on the same port)."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
         self.process = None
 
     def client(self):
@@ -87,12 +100,90 @@ def mlflow_server(root: Path, backend_uri: str | None = None):
 
 
 @contextmanager
-def ray_cluster(nodes: int = 1, cpus_per_node: int = 2):
-    """A Ray cluster of `nodes` nodes on this machine (head included), owned by the test."""
+def postgres_server(root: Path | None = None, database: str = "mlflow", timeout: float = 60.0):
+    """A throw-away PostgreSQL server on 127.0.0.1 (a free port; its unix socket in its own
+    temporary folder): yields the SQLAlchemy URI of `database` (`postgresql+psycopg2://`:
+    SQLAlchemy 2.1 defaults to psycopg 3, the tests install psycopg2), stops it after (`-m
+    immediate`) and deletes its files. PostgreSQL refuses to run as root, so a root test runs it
+    as the `postgres` user (else `nobody`). Its log is copied to `root`/postgres.log if given."""
+    import pwd
+
+    user = None
+    if os.geteuid() == 0:
+        for name in ("postgres", "nobody"):
+            try:
+                user = pwd.getpwnam(name)
+                break
+            except KeyError:
+                continue
+    folder = Path(tempfile.mkdtemp(prefix="saliq-pg-"))
+    data, log = folder / "data", folder / "postgres.log"
+    if user is not None:
+        os.chown(folder, user.pw_uid, user.pw_gid)
+    as_user = {"user": user.pw_uid, "group": user.pw_gid} if user else {}
+    port = free_port()
+    env = {**os.environ, "LC_ALL": "C", "PGTZ": "UTC"}
+
+    def run(*cmd: str) -> None:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                              cwd=folder, **as_user)
+        if done.returncode:
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{' '.join(cmd[:2])}: rc {done.returncode}\n{done.stdout}"
+                               f"{done.stderr}{tail}")
+
+    started = False
+    try:
+        run(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
+            "-E", "UTF8", "--no-sync", "--no-instructions")
+        options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
+        started = True
+        run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options,
+            "-w", "-t", str(int(timeout)), "start")
+        run(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+            database)
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{database}"
+    finally:
+        if started:
+            subprocess.run([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w",
+                            "stop"], capture_output=True, timeout=timeout, env=env, cwd=folder,
+                           **as_user)
+        if root is not None and log.exists():
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(log, root / "postgres.log")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def create_database(uri: str, name: str) -> str:
+    """Another database on the server of `uri` (one MLflow backend store each)."""
+    import psycopg2
+
+    connection = psycopg2.connect(libpq_uri(uri))
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        connection.close()
+    return uri.rsplit("/", 1)[0] + f"/{name}"
+
+
+def libpq_uri(uri: str) -> str:
+    """The URI as psycopg2 / psql take it (without SQLAlchemy's `+driver`)."""
+    scheme, rest = uri.split("://", 1)
+    return f"{scheme.split('+')[0]}://{rest}"
+
+
+@contextmanager
+def ray_cluster(nodes: int = 1, cpus_per_node: int = 2, head_cpus: int | None = None):
+    """A Ray cluster of `nodes` nodes on this machine (head included), owned by the test.
+    `head_cpus` (default `cpus_per_node`): 0 keeps every task and trial off the head node."""
     from ray.cluster_utils import Cluster
 
+    head = cpus_per_node if head_cpus is None else head_cpus
     cluster = Cluster(initialize_head=True, connect=False,
-                      head_node_args={"num_cpus": cpus_per_node, "include_dashboard": False})
+                      head_node_args={"num_cpus": head, "include_dashboard": False})
     try:
         for _ in range(nodes - 1):
             cluster.add_node(num_cpus=cpus_per_node)
@@ -122,3 +213,93 @@ def chromium(url: str, *, screenshot: Path | None = None, profile: Path,
     done = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True,
                           timeout=timeout, check=True)
     return done.stdout
+
+
+@contextmanager
+def saliq_background(*args: str, log: Path, env: dict | None = None,
+                     cwd: str | Path | None = None):
+    """Start the `saliq` CLI in the background (its output to `log`); it is killed, with
+    anything it started, when the block ends, whatever happened."""
+    with open(log, "w") as out:
+        process = subprocess.Popen([SALIQ, *args], stdout=out, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **(env or {})}, cwd=cwd,
+                                   start_new_session=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def wait_until(predicate, timeout: float, what: str, process: subprocess.Popen | None = None,
+               log: Path | None = None, every: float = 0.5):
+    """Poll `predicate` until it returns something truthy (returned); fail after `timeout`
+    s, or as soon as `process` has exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            tail = log.read_text()[-3000:] if log else ""
+            raise AssertionError(f"exited (rc {process.returncode}) before {what}:\n{tail}")
+        time.sleep(every)
+    tail = log.read_text()[-3000:] if log else ""
+    raise TimeoutError(f"not within {timeout} s: {what}\n{tail}")
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc: no psutil needed)."""
+    children, found, todo = _children(), [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def ray_workers(node, marker: str) -> list[int]:
+    """The worker processes of one node of a test's Ray cluster (never another cluster's)
+    whose process title contains `marker`, e.g. Tune's "ImplicitFunc" trial actors."""
+    from ray._private import ray_constants
+
+    pids = []
+    for info in node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET, []):
+        pids += [p for p in descendants(info.process.pid) if marker in command_line(p)]
+    return pids
+
+
+def runs_of(client, experiment: str, role: str = "trial") -> list:
+    """The runs of `experiment` with `saliq.role` = role (deleted ones excluded)."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return [r for r in client.search_runs([found.experiment_id], max_results=1000)
+            if r.data.tags.get("saliq.role") == role]
+
+
+def steps(client, run_id: str, key: str = "accuracy") -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))

@@ -19,7 +19,8 @@ from saliq.cli import main
 
 VALID_TRIAL = {
     "dataset": "fashion-mnist", "limit": {"train": 100, "test": 50}, "model": "seed-cnn",
-    "precision": {"default": {"weight_bits": 4, "act_bits": 4}, "layers": {"fc2": {"weight_bits": 8}}},
+    "precision": {"default": {"weight_bits": 4, "act_bits": 4},
+                  "layers": {"fc2": {"weight_bits": 8}}},
     "pact": {"alpha_init": 10.0, "alpha_decay": 0.0002}, "fp": {"epochs": 1, "lr": 0.001},
     "qat": {"epochs": 1, "lr": 0.0005}, "batch_size": 64, "seed": 0,
     "saliency": {"method": "saliency", "probe_size": 16}, "device": "cpu",

@@ -76,7 +76,8 @@ def _init_ray(address: str | None, dashboard: bool) -> None:
                      logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise SaliqError(f"cannot reach the Ray cluster at {address} ({str(e).splitlines()[0]}): "
-                         "check --address / RAY_ADDRESS and that `ray status` works there") from None
+                         "check --address / RAY_ADDRESS and that `ray status` works there"
+                         ) from None
 
 
 def _fp_task(config_json: str) -> dict:
@@ -236,7 +237,8 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
         parent_log = tracking.RunLogger(client, parent.info.run_id)
         if not restore:
             parent_log.log_params({f"spec.{k}": v for k, v in sweep.spec.model_dump().items()})
-            parent_log.set_tag(tracking.TAG_OBJECTIVES, json.dumps(sweep.spec.objective.directions()))
+            parent_log.set_tag(tracking.TAG_OBJECTIVES,
+                               json.dumps(sweep.spec.objective.directions()))
             parent_log.log_artifact(root / "spec.yaml")
         parent_log.set_status("RUNNING")
         record.update(experiment_id=experiment_id, parent_run_id=parent.info.run_id)
@@ -347,7 +349,7 @@ def describe(outcome: SweepOutcome, root: Path) -> list[str]:
     else:
         lines.append(f"open the MLflow UI:  {tracking.redact(uri).rstrip('/')}/{page}")
     export = f"saliq pareto export --experiment {outcome.experiment}"
-    if not tracking.is_sqlite(uri) or Path(tracking.sqlite_path(uri)) != (root.parent / "mlflow.db"):
+    if not tracking.is_sqlite(uri) or tracking.sqlite_path(uri) != root.parent / "mlflow.db":
         export += f" --tracking-uri {tracking.redact(uri)}"
     elif root.parent != Path("saliq-runs").resolve():
         export += f" --storage {root.parent}"

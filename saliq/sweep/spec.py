@@ -206,7 +206,8 @@ class IntRange:
         return int(sampled)
 
     def encode(self, value: Any) -> Any:
-        if not isinstance(value, int) or isinstance(value, bool) or not self.low <= value <= self.high:
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if not is_int or not self.low <= value <= self.high:
             raise KeyError(value)
         return value
 

@@ -93,26 +93,31 @@ def train(params: dict[str, Any], *, context: SweepContext,
         tune.report({**run.data.metrics, "resumed_finished": 1.0})
         return
 
+    # steps an earlier attempt already logged (it may have died after logging an epoch, or the
+    # final values, that Tune's checkpoint does not cover): each step is logged once
+    done = logger.logged_steps("accuracy")
     checkpoint = _load_checkpoint(tune.get_checkpoint())
     if checkpoint is not None:  # re-log epochs that reached Tune but not MLflow before a crash
-        done = logger.logged_steps("accuracy")
         for metrics in checkpoint["history"]:
             if metrics["epoch"] not in done:
                 logger.log_metrics(_with_objective(context, metrics), step=int(metrics["epoch"]))
+                done.add(int(metrics["epoch"]))
 
     def report(epoch: int, metrics: dict[str, float], state: dict) -> None:
         metrics = _with_objective(context, metrics)
         with tempfile.TemporaryDirectory() as folder:
             torch.save(state, Path(folder) / CHECKPOINT_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-        logger.log_metrics(metrics, step=epoch)
+        if epoch not in done:
+            logger.log_metrics(metrics, step=epoch)
 
     try:
         with tempfile.TemporaryDirectory() as out:
             result = run_trial(config, report, out_dir=out, checkpoint=checkpoint,
                                fp_reference=references[config.fp_key()])
             final = _with_objective(context, result.metrics)
-            logger.log_metrics(final, step=config.qat.epochs + 1)
+            if config.qat.epochs + 1 not in done:
+                logger.log_metrics(final, step=config.qat.epochs + 1)
             logger.log_artifact(result.files["saliency_grid"])
             logger.log_artifact(result.files["model"], "model")
             logger.log_artifact(result.files["metrics"])
