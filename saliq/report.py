@@ -142,13 +142,19 @@ def _mean_std(values: list[float]) -> str:
 
 
 def _groups(records) -> dict:
-    """{(arch, dataset, label): [records]}, configurations in first-seen order."""
+    """{(arch, dataset, label): [records]}; configurations from the largest model to the
+    smallest (FP first), as precision tables read."""
     groups: dict = defaultdict(list)
     for r in records:
         key = (_arch(r.config), r.config.get("dataset", "?"),
                configuration_label(r.sampled, r.config))
         groups[key].append(r)
-    return groups
+
+    def size(key):
+        return -statistics.mean(r.metrics.get("model_bits", 0.0) for r in groups[key])
+
+    return dict(sorted(groups.items(), key=lambda item: (item[0][0], item[0][1], size(item[0]),
+                                                         item[0][2])))
 
 
 def table2(records) -> str:
@@ -193,7 +199,7 @@ def figure1(panels: list[tuple[str, dict]], class_names: Sequence[str], path: Pa
     plt = _plt()
     first = panels[0][1]
     n = min(columns, len(first["images"]))
-    rows = [("input", first["images"], "gray"), ("FP", first["fp_maps"], "inferno")]
+    rows = [("input", first["images"], "gray"), ("FP reference", first["fp_maps"], "inferno")]
     rows += [(label, maps["maps"], "inferno") for label, maps in panels]
     fig, axes = plt.subplots(len(rows), n, figsize=(1.45 * n + 1.2, 1.5 * len(rows) + 0.5),
                              squeeze=False)

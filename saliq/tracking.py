@@ -109,8 +109,8 @@ def is_sqlite(uri: str) -> bool:
 
 
 def sqlite_path(uri: str) -> Path:
-    return Path(urllib.parse.urlsplit(uri).path if uri.startswith("sqlite:////") else
-                uri[len("sqlite:///"):])
+    """sqlite:////abs/mlflow.db -> /abs/mlflow.db; sqlite:///rel/mlflow.db -> rel/mlflow.db."""
+    return Path(uri.removeprefix("sqlite:///"))
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
