@@ -78,15 +78,19 @@ def _alphas(model: torch.nn.Module) -> dict[str, float]:
             and model.get_submodule(act).bits < FULL_PRECISION}
 
 
-def _evaluate(model, data: TrialData, fp_maps, config: TrialConfig, black):
-    """(metrics, maps, test logits): accuracy, fidelity to the FP maps, alphas."""
+def _evaluate(model, data: TrialData, fp_maps, config: TrialConfig, black, cost: dict):
+    """(metrics, maps): every metric a sweep may optimise, so that each epoch's report has
+    them all (accuracy, fidelity, per-class, deletion AUC, cost), and the alphas."""
     logits = predict(model, data.test_x)
     accuracy = (logits.argmax(1) == data.test_y).double().mean()
     maps = attribute(model, data.probe_x, data.probe_y, config.saliency.method, baseline=black)
     fid = fidelity(maps, fp_maps)
     metrics = {"accuracy": float(accuracy), **{f"fidelity_{k}": v for k, v in fid.items()}}
     metrics["fidelity"] = metrics[f"fidelity_{config.saliency.fidelity_metric}"]
-    return {**metrics, **_alphas(model)}, maps, logits
+    metrics.update(group_metrics(logits, data.test_y, data.num_classes))
+    metrics["deletion_auc"] = deletion_auc(model, data.probe_x, data.probe_y, maps,
+                                           steps=config.saliency.deletion_steps, baseline=black)
+    return {**metrics, **cost, **_alphas(model)}, maps
 
 
 def _method_comparison(model, fp_model, data: TrialData, config: TrialConfig, black,
@@ -192,6 +196,9 @@ def run_trial(
     assert all(k.endswith("alpha") for k in missing), missing
     if config.qat.calibrate != "none" and checkpoint is None:  # a checkpoint has its alphas
         calibrate_alphas(model, data.train_x[:CALIBRATION_IMAGES], config.qat.calibrate)
+    info = DATASETS[config.dataset]
+    cost = {"model_bits": float(model_bits(model)),  # fixed by the plan: computed once
+            "bitops": float(bitops(model, info.channels, info.size))}
     optimizer = make_optimizer(model, config.qat, config.pact.alpha_decay)
     generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     start_epoch, history, evaluated = 0, [], None
@@ -219,7 +226,7 @@ def run_trial(
             raise TrialDiverged(
                 f"QAT loss became {loss} in epoch {epoch + 1} (plan "
                 f"{plan_label(config.resolved_bits())}, lr {config.qat.lr}): lower qat.lr")
-        evaluated = _evaluate(model, data, fp_maps, config, black)
+        evaluated = _evaluate(model, data, fp_maps, config, black, cost)
         metrics = {"epoch": epoch + 1, "loss": loss, **evaluated[0],
                    "epoch_seconds": time.perf_counter() - te}
         history.append(metrics)
@@ -238,17 +245,11 @@ def run_trial(
 
     # Phase 4: final evaluation (the last epoch's evaluation is of this very model: reused).
     t = time.perf_counter()
-    metrics, maps, logits = evaluated or _evaluate(model, data, fp_maps, config, black)
+    metrics, maps = evaluated or _evaluate(model, data, fp_maps, config, black, cost)
     metrics = {k: v for k, v in metrics.items() if k not in ("epoch", "epoch_seconds")}
-    info = DATASETS[config.dataset]
-    metrics.update(group_metrics(logits, data.test_y, data.num_classes))
     metrics.update(_method_comparison(model, fp_model, data, config, black, maps))
-    metrics["deletion_auc"] = deletion_auc(model, data.probe_x, data.probe_y, maps,
-                                           steps=config.saliency.deletion_steps, baseline=black)
     if config.groups.curvature:
         metrics.update(_curvature(model, data, config))
-    metrics["model_bits"] = float(model_bits(model))
-    metrics["bitops"] = float(bitops(model, info.channels, info.size))
     metrics["fp_accuracy"] = fp_reference.accuracy
     if history:
         metrics["loss"] = history[-1]["loss"]
