@@ -70,10 +70,12 @@ def _init_ray(address: str | None, dashboard: bool) -> None:
     try:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        else:  # a local cluster, on loopback only
-            ray.init(_node_ip_address="127.0.0.1", include_dashboard=dashboard,
-                     dashboard_host="127.0.0.1", log_to_driver=False,
-                     logging_level=logging.WARNING)
+        else:
+            # A local Ray: no dashboard unless asked for, and then on 127.0.0.1 only. Ray 2.60
+            # has no loopback-only mode for its GCS and raylet ports (it resolves 127.0.0.1 to
+            # the machine's address); they require its auth token, which it enables by default.
+            ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                     log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise SaliqError(f"cannot reach the Ray cluster at {address} ({str(e).splitlines()[0]}): "
                          "check --address / RAY_ADDRESS and that `ray status` works there"
