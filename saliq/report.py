@@ -12,6 +12,7 @@ import html
 import itertools
 import json
 import math
+import re
 import statistics
 import tempfile
 from collections import defaultdict
@@ -250,6 +251,23 @@ def class_accuracy_bars(groups: dict, arch: str, dataset: str, class_names: Sequ
     return path
 
 
+PER_CLASS = ("class_accuracy", "class_loss", "class_logit_var", "class_grad_norm",
+             "class_hessian_top")
+
+
+def _per_class(group) -> dict[str, list[float]]:
+    """Per-class metrics averaged over a configuration's seeds (those the trials logged)."""
+    out = {}
+    for name in PER_CLASS:
+        pattern = re.compile(rf"{name}_(\d+)$")
+        classes = sorted({int(m.group(1)) for r in group for k in r.metrics
+                          if (m := pattern.match(k))})
+        if classes:
+            out[name] = [statistics.mean(r.metrics.get(f"{name}_{c}", math.nan) for r in group)
+                         for c in classes]
+    return out
+
+
 def _maps(client, record, folder: Path) -> dict | None:
     try:
         local = client.download_artifacts(record.run_id, "saliency_maps.npz", str(folder))
@@ -282,6 +300,7 @@ def write_report(client, experiment: str, out: str | Path, *, sweep_id: str | No
         **{m: [r.metrics.get(m) for r in g] for m in
            ("accuracy", "fidelity_spearman", "fidelity_ssim", "fidelity_topk_iou",
             "deletion_auc", "worst_class_accuracy", "class_accuracy_gap")},
+        "per_class_mean": _per_class(g),
     } for (a, d, label), g in groups.items()}
     files["summary"] = out / "summary.json"
     files["summary"].write_text(json.dumps(summary, indent=2) + "\n")
