@@ -137,19 +137,6 @@ def frontier_entry_config(frontier: dict, entry: int | None, path: str) -> dict:
     return item["config"]
 
 
-def _entry_label(config: dict) -> str:
-    from saliq.quant import PrecisionPlan
-    from saliq.trial import plan_label
-
-    try:
-        from saliq.models import layer_names
-
-        plan = PrecisionPlan.model_validate(config["precision"])
-        return plan_label(plan.resolve(layer_names(config["model"]["arch"])))
-    except Exception:  # an old or foreign config: the table still prints
-        return "?"
-
-
 def export_frontier(client, experiment: str, out: str | Path, *,
                     objectives: Objectives | None = None, sweep_id: str | None = None,
                     log_to_parent: bool = True) -> Path:
@@ -163,6 +150,7 @@ def export_frontier(client, experiment: str, out: str | Path, *,
 
     from saliq import tracking
     from saliq.report import pareto_plot
+    from saliq.trial import stored_plan_label
 
     parent, records = tracking.sweep_records(client, experiment, sweep_id)
     sweep_id = parent.data.tags[tracking.TAG_SWEEP]
@@ -186,7 +174,7 @@ def export_frontier(client, experiment: str, out: str | Path, *,
             "entry": n,
             "run_id": record.run_id,
             "trial_id": record.trial_id,
-            "plan": _entry_label(record.config),
+            "plan": stored_plan_label(record.config),
             "objectives": {m: record.metrics[m] for m in names},
             "metrics": dict(sorted(record.metrics.items())),
             "config": record.config,
@@ -205,7 +193,7 @@ def export_frontier(client, experiment: str, out: str | Path, *,
     path = write_frontier(out, frontier)
     if log_to_parent:
         folder = Path(path).parent
-        labels = [f"{r.trial_id} {_entry_label(r.config)}" for r in candidates]
+        labels = [f"{r.trial_id} {stored_plan_label(r.config)}" for r in candidates]
         png, html = pareto_plot(points, front, objectives, labels, folder / "pareto.png",
                                 folder / "pareto.html", title=f"{experiment}: {sweep_id}")
         logger = tracking.RunLogger(client, parent.info.run_id)

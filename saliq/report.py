@@ -123,9 +123,9 @@ def configuration_label(sampled: dict, config: dict) -> str:
         return str(parts[0][1])
     if parts:
         return ", ".join(f"{_short(p)}={v}" for p, v in parts)
-    from saliq.pareto import _entry_label
+    from saliq.trial import stored_plan_label
 
-    return _entry_label(config)
+    return stored_plan_label(config)
 
 
 def _arch(config: dict) -> str:

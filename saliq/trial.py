@@ -34,7 +34,7 @@ from saliq.saliency import attribute, deletion_auc, fidelity, save_grid, spearma
 from saliq.training import class_weights, make_optimizer, predict, train_epoch
 
 __all__ = ["Reporter", "TrialConfig", "TrialResult", "parse_trial_config", "plan_label",
-           "resolve_device", "run_trial"]
+           "resolve_device", "run_trial", "stored_plan_label"]
 
 log = logging.getLogger("saliq")
 
@@ -69,6 +69,14 @@ def plan_label(bits: dict[str, tuple[int, int]]) -> str:
     if len(weights) == len(acts) == 1:
         return f"w{weights[0]}a{acts[0]}"
     return f"mixed w{'/'.join(map(str, weights))} a{'/'.join(map(str, acts))}"
+
+
+def stored_plan_label(config: dict) -> str:
+    """`plan_label` of a trial config as MLflow stores it; "?" if it no longer validates."""
+    try:
+        return plan_label(parse_trial_config(config).resolved_bits())
+    except Exception:  # an old or foreign config: tables still print
+        return "?"
 
 
 def _alphas(model: torch.nn.Module) -> dict[str, float]:

@@ -1,0 +1,111 @@
+"""Orchestration overhead: N small trials as a real sweep (local Ray + Tune + Optuna + the
+local MLflow store) against the same N trial configs run back to back in one process.
+
+Both sides train the FP reference once and run the trials one at a time (max_concurrent 1), so
+the difference is what Ray, Tune, Optuna and MLflow add. Figures:
+  overhead_s_per_trial      (sweep wall - in-process wall) / N
+  startup_s                 sweep wall before the first trial starts (Ray, MLflow server, FP)
+  marginal_overhead_s_per_trial   the same difference without start-up, per trial
+
+    python bench/orchestration.py [--quick] [--trials N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine, write_result  # noqa: E402
+
+
+def spec(storage: Path, trials: int, train: int) -> dict:
+    return {
+        "name": "bench-orchestration",
+        "trial": {"dataset": "fashion-mnist", "limit": {"train": train, "test": 500},
+                  "fp": {"epochs": 1}, "qat": {"epochs": 2}, "batch_size": 128,
+                  "saliency": {"probe_size": 32}},
+        "search": {"precision.default.weight_bits": {"choice": [2, 4, 8]},
+                   "precision.default.act_bits": {"choice": [2, 4, 8]}},
+        "objective": {"weighted": {"accuracy": 0.5, "fidelity": 0.5}},
+        "sampler": {"type": "random", "seed": 0},
+        "budget": {"num_samples": trials, "max_concurrent": 1},
+        "resources": {"cpu": 2},
+        "storage": str(storage),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4 trials on 500 images")
+    parser.add_argument("--trials", type=int)
+    args = parser.parse_args()
+    trials = args.trials or (4 if args.quick else 8)
+    train = 500 if args.quick else 1000
+
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from saliq import tracking
+    from saliq.config import parse_trial_config
+    from saliq.data import prepare_data
+    from saliq.reference import train_reference
+    from saliq.sweep.runner import run_sweep
+    from saliq.sweep.spec import parse_sweep
+    from saliq.trial import resolve_device, run_trial
+
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = Path(tmp) / "runs"
+        os.environ["SALIQ_CACHE_DIR"] = str(Path(tmp) / "cache")
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        sweep = parse_sweep(spec(storage, trials, train))
+
+        wall_start = time.time()
+        start = time.perf_counter()
+        outcome = run_sweep(sweep)
+        sweep_s = time.perf_counter() - start
+        assert outcome.finished == trials, outcome
+
+        client = tracking.make_client(tracking.default_store(storage))
+        _, records = tracking.sweep_records(client, sweep.spec.experiment)
+        first_trial = min(client.get_run(r.run_id).info.start_time for r in records) / 1000
+        startup_s = first_trial - wall_start
+        configs = [parse_trial_config(r.config) for r in records]
+
+        # the same work in one process: the data and FP reference once, then the trials
+        start = time.perf_counter()
+        base = configs[0]
+        device = resolve_device(base.device)
+        data = prepare_data(base.dataset, device, train_limit=base.limit.train,
+                            test_limit=base.limit.test, probe_size=base.saliency.probe_size)
+        reference = train_reference(base, data, device)
+        trial_seconds = []
+        for config in configs:
+            t = time.perf_counter()
+            run_trial(config, fp_reference=reference)
+            trial_seconds.append(time.perf_counter() - t)
+        local_s = time.perf_counter() - start
+
+    result = {
+        "benchmark": "orchestration",
+        "trials": trials,
+        "train_images": train,
+        "sweep_wall_s": sweep_s,
+        "in_process_wall_s": local_s,
+        "mean_trial_s_in_process": sum(trial_seconds) / trials,
+        "overhead_s_per_trial": (sweep_s - local_s) / trials,
+        "startup_s": startup_s,
+        "marginal_overhead_s_per_trial": (sweep_s - startup_s - sum(trial_seconds)) / trials,
+        "sweep_over_in_process_ratio": sweep_s / local_s,
+        "machine": machine(),
+    }
+    write_result("orchestration", result)
+
+
+if __name__ == "__main__":
+    main()
