@@ -232,24 +232,23 @@ def _sweep_commands(sub) -> None:
 
     p = sub.add_parser("pareto", help="export a sweep's Pareto frontier from MLflow")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    def analysis_options(q, out_help: str, logged: str):
+        q.add_argument("--experiment", required=True, help="the sweep's MLflow experiment")
+        q.add_argument("--out", required=True, help=out_help)
+        q.add_argument("--sweep-id", help="a sweep of the experiment (default: the latest)")
+        q.add_argument("--tracking-uri",
+                       help="default: $MLFLOW_TRACKING_URI, else the local store")
+        q.add_argument("--storage", help="where the local store lives (default: saliq-runs)")
+        q.add_argument("--no-log", action="store_true", help=f"do not log {logged} to MLflow")
+
     q = verbs.add_parser("export", help="write the frontier file and log the Pareto plot")
-    q.add_argument("--experiment", required=True, help="the sweep's MLflow experiment")
-    q.add_argument("--out", required=True, help="frontier file to write (YAML)")
+    analysis_options(q, "frontier file to write (YAML)", "the plot")
     q.add_argument("--objectives", help="e.g. accuracy:max,model_bits:min (default: the "
                                         "sweep's own)")
-    q.add_argument("--sweep-id", help="a sweep of the experiment (default: the latest)")
-    q.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the local store")
-    q.add_argument("--storage", help="where the local store lives (default: saliq-runs)")
-    q.add_argument("--no-log", action="store_true", help="do not log the plot to MLflow")
     q.set_defaults(func=cmd_pareto_export)
 
     p = sub.add_parser("report", help="Table II, Figure 1 and per-class accuracy of a sweep")
-    p.add_argument("--experiment", required=True, help="the sweep's MLflow experiment")
-    p.add_argument("--out", required=True, help="directory for the table and figures")
-    p.add_argument("--sweep-id", help="a sweep of the experiment (default: the latest)")
-    p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the local store")
-    p.add_argument("--storage", help="where the local store lives (default: saliq-runs)")
-    p.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
+    analysis_options(p, "directory for the table and figures", "the report")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("sensitivity", help="quantize one layer at a time; suggest plans")

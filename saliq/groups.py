@@ -59,28 +59,29 @@ def _weights(model: nn.Module) -> list[nn.Parameter]:
     return [p for n, p in model.named_parameters() if not n.endswith("alpha")]
 
 
-def _class_samples(x, y, c: int, max_samples: int):
-    idx = (y == c).nonzero().flatten()[:max_samples]
-    return x[idx], y[idx]
+def _class_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int,
+                  max_samples: int):
+    """(class, mean loss over its first `max_samples` examples) for each class present, in
+    eval mode; the model's mode comes back afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        for c in range(num_classes):
+            idx = (y == c).nonzero().flatten()[:max_samples]
+            if len(idx):
+                yield c, F.cross_entropy(model(x[idx]), y[idx])
+    finally:
+        model.train(was_training)
 
 
 def class_gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int,
                          max_samples: int = 256) -> dict[int, float]:
     """L2 norm of the gradient of each class's mean loss with respect to the weights."""
     params = _weights(model)
-    was_training = model.training
-    model.eval()
     norms = {}
-    try:
-        for c in range(num_classes):
-            xc, yc = _class_samples(x, y, c, max_samples)
-            if len(yc) == 0:
-                continue
-            loss = F.cross_entropy(model(xc), yc)
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            norms[c] = float(torch.sqrt(sum((g * g).sum() for g in grads if g is not None)))
-    finally:
-        model.train(was_training)
+    for c, loss in _class_losses(model, x, y, num_classes, max_samples):
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        norms[c] = float(torch.sqrt(sum((g * g).sum() for g in grads if g is not None)))
     return norms
 
 
@@ -100,30 +101,21 @@ def class_hessian_top_eigenvalues(
     most `iterations` steps, fewer once the estimate changes by less than `tol` (relative)."""
     params = _weights(model)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    was_training = model.training
-    model.eval()
     eigen = {}
-    try:
-        for c in range(num_classes):
-            xc, yc = _class_samples(x, y, c, max_samples)
-            if len(yc) == 0:
-                continue
-            loss = F.cross_entropy(model(xc), yc)
-            grads = torch.autograd.grad(loss, params, create_graph=True)
-            v = [torch.randn(p.shape, generator=gen).to(p.device) for p in params]
-            value = 0.0
-            for _ in range(iterations):
-                norm = torch.sqrt(sum((t * t).sum() for t in v))
-                v = [t / norm for t in v]
-                hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
-                previous = value
-                value = float(sum((h * t).sum() for h, t in zip(hv, v, strict=True)))
-                v = [h.detach() for h in hv]
-                # Convergence is slow when the top two eigenvalues are close in magnitude (20
-                # fixed steps can be 10 % off): run until the estimate settles.
-                if abs(value - previous) <= tol * abs(value):
-                    break
-            eigen[c] = value
-    finally:
-        model.train(was_training)
+    for c, loss in _class_losses(model, x, y, num_classes, max_samples):
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        v = [torch.randn(p.shape, generator=gen).to(p.device) for p in params]
+        value = 0.0
+        for _ in range(iterations):
+            norm = torch.sqrt(sum((t * t).sum() for t in v))
+            v = [t / norm for t in v]
+            hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
+            previous = value
+            value = float(sum((h * t).sum() for h, t in zip(hv, v, strict=True)))
+            v = [h.detach() for h in hv]
+            # Convergence is slow when the top two eigenvalues are close in magnitude (20
+            # fixed steps can be 10 % off): run until the estimate settles.
+            if abs(value - previous) <= tol * abs(value):
+                break
+        eigen[c] = value
     return eigen
