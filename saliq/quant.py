@@ -49,22 +49,48 @@ def check_bits(bits: int) -> int:
     return bits
 
 
+# The largest float32 below zero (a subnormal): `x > _BELOW_ZERO` is `x >= 0`, exactly.
+_BELOW_ZERO = -torch.finfo(torch.float32).tiny * 2.0**-23
+
+
+def _pact_grads_masks(grad, x, alpha):
+    """The straight-through gradients from 0/1 masks, alpha staying a tensor: no host sync."""
+    above = torch.ge(x, alpha, out=torch.empty_like(grad))  # 1 where x >= alpha
+    # 1 where 0 <= x < alpha; the clamp keeps it 0 (not -1) below 0 when alpha < 0
+    inside = torch.ge(x, 0, out=torch.empty_like(grad)).sub_(above).clamp_min_(0)
+    grad_alpha = above.mul_(grad).sum().reshape(alpha.shape)
+    return inside.mul_(grad), grad_alpha
+
+
+def _pact_grads_cpu(grad, x, alpha):
+    """The same gradients in two passes: hardtanh's backward keeps `grad` where
+    `low < x < high`, which with float32 neighbours as bounds is `0 <= x < alpha` and
+    `x >= alpha`. It needs alpha as a number, free on the CPU (a GPU would sync each step)."""
+    if alpha.dtype != torch.float32 or x.dtype != torch.float32:
+        return _pact_grads_masks(grad, x, alpha)
+    a = alpha.item()
+    below_a = torch.nextafter(alpha, alpha.new_tensor(-torch.inf)).item()
+    grad_x = torch.ops.aten.hardtanh_backward(grad, x, _BELOW_ZERO, a)
+    grad_alpha = torch.ops.aten.hardtanh_backward(grad, x, below_a, torch.inf).sum()
+    return grad_x, grad_alpha.reshape(alpha.shape)
+
+
 class _PactQuantize(torch.autograd.Function):
+    # The formula's values and gradients bit for bit, in few full-size passes: the forward
+    # makes one temporary and works in place on it.
     @staticmethod
     def forward(ctx, x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:
         ctx.save_for_backward(x, alpha)
-        y = torch.clamp(x, min=torch.zeros_like(alpha), max=alpha)
+        y = torch.relu(x).clamp_max_(alpha)  # clip(x, 0, alpha)
         levels = 2**bits - 1
         # DESIGN.md's formula in its own order of operations: y_q matches it bit for bit
-        return torch.round(y * levels / alpha) * alpha / levels
+        return y.mul_(levels).div_(alpha).round_().mul_(alpha).div_(levels)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, alpha = ctx.saved_tensors
-        above = x >= alpha
-        grad_x = grad * ((x >= 0) & ~above)
-        grad_alpha = (grad * above).sum().reshape(alpha.shape)
-        return grad_x, grad_alpha, None
+        grads = _pact_grads_cpu if x.device.type == "cpu" else _pact_grads_masks
+        return *grads(grad, x, alpha), None
 
 
 def pact(x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:
@@ -84,15 +110,58 @@ class _RoundSTE(torch.autograd.Function):
         return grad
 
 
+def _dorefa(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """DoReFa's w_q and max|tanh(w)|, tanh computed once, differentiable end to end."""
+    t = torch.tanh(w)
+    peak = t.abs().max()
+    # an all-zero tensor has max 0; the floor keeps it finite and changes nothing else
+    t = t / (2 * peak.clamp_min(torch.finfo(t.dtype).tiny))
+    levels = 2**bits - 1
+    # in place on temporaries that autograd does not keep: the formula's values, fewer tensors
+    t = _RoundSTE.apply(t.add_(0.5).mul_(levels))
+    return t.mul_(2).div_(levels).sub_(1), peak
+
+
 def dorefa_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
     """DoReFa weight quantization to `bits` bits, values in [-1, 1], straight-through round."""
     if bits >= FULL_PRECISION:
         return w
-    t = torch.tanh(w)
-    # an all-zero tensor has max 0; the floor keeps it finite and changes nothing else
-    t = t / (2 * t.abs().max().clamp_min(torch.finfo(t.dtype).tiny)) + 0.5
-    levels = 2**bits - 1
-    return 2 * _RoundSTE.apply(t * levels) / levels - 1
+    return _dorefa(w, bits)[0]
+
+
+class _ScaledDoReFa(torch.autograd.Function):
+    """`_dorefa(w)[0] * max|tanh(w)|` (detached scale) with its gradient in closed form.
+
+    Autograd takes about twenty full-size passes through the chain, most of them to route the
+    gradient of max|tanh(w)| to the single weight that holds it: a third of a QAT step's
+    overhead on a CPU. With the straight-through round the chain collapses. For p = max|t|,
+    t = tanh(w), upstream G: dL/dt = G everywhere, plus -sum(G * t) / p * sign(t_m) at the
+    argmax m; dL/dw = dL/dt * (1 - t^2). Three passes. Equal to autograd's gradient up to
+    rounding (tests check it to float tolerance); at a tie for the max, the whole max gradient
+    goes to one of the tied weights, a valid subgradient where autograd splits it.
+    """
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, bits: int) -> torch.Tensor:
+        t = torch.tanh(w)
+        peak, argmax = t.abs().reshape(-1).max(0)
+        floor = peak.clamp_min(torch.finfo(t.dtype).tiny)  # an all-zero tensor stays finite
+        levels = 2**bits - 1
+        # the same operations as `_dorefa`, in place on one temporary: the same values
+        w_q = (t / (2 * floor)).add_(0.5).mul_(levels).round_().mul_(2).div_(levels).sub_(1)
+        ctx.save_for_backward(t, peak, floor, argmax)
+        return w_q.mul_(peak)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        t, peak, floor, argmax = ctx.saved_tensors
+        scale = peak / floor  # 1, or 0 for an all-zero tensor, whose output is constant 0
+        grad_peak = -torch.dot(grad.reshape(-1), t.reshape(-1)) / floor
+        grad_t_m = grad.reshape(-1)[argmax] + grad_peak * torch.sign(t.reshape(-1)[argmax])
+        grad_w = torch.ops.aten.tanh_backward(grad, t).mul_(scale)
+        grad_w.reshape(-1)[argmax] = torch.ops.aten.tanh_backward(
+            grad_t_m, t.reshape(-1)[argmax]) * scale
+        return grad_w, None
 
 
 def _scaled_dorefa(w: torch.Tensor, bits: int) -> torch.Tensor:
@@ -101,7 +170,7 @@ def _scaled_dorefa(w: torch.Tensor, bits: int) -> torch.Tensor:
     # the FP output scale and still leaves at most 2^k distinct values.
     if bits >= FULL_PRECISION:
         return w
-    return dorefa_weight(w, bits) * torch.tanh(w).abs().max().detach()
+    return _ScaledDoReFa.apply(w, bits)
 
 
 class PACT(nn.Module):
