@@ -81,7 +81,10 @@ class _PactQuantize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:
         ctx.save_for_backward(x, alpha)
-        y = torch.relu(x).clamp_max_(alpha)  # clip(x, 0, alpha)
+        if x.device.type == "cpu":  # alpha as a number: one pass, and free on the CPU
+            y = x.clamp(0.0, alpha.item())  # clip(x, 0, alpha)
+        else:
+            y = torch.relu(x).clamp_max_(alpha)
         levels = 2**bits - 1
         # DESIGN.md's formula in its own order of operations: y_q matches it bit for bit
         return y.mul_(levels).div_(alpha).round_().mul_(alpha).div_(levels)
@@ -158,7 +161,9 @@ class _ScaledDoReFa(torch.autograd.Function):
         scale = peak / floor  # 1, or 0 for an all-zero tensor, whose output is constant 0
         grad_peak = -torch.dot(grad.reshape(-1), t.reshape(-1)) / floor
         grad_t_m = grad.reshape(-1)[argmax] + grad_peak * torch.sign(t.reshape(-1)[argmax])
-        grad_w = torch.ops.aten.tanh_backward(grad, t).mul_(scale)
+        grad_w = torch.ops.aten.tanh_backward(grad, t)
+        if t.device.type != "cpu" or scale.item() != 1:  # a CPU skips the pass when it can
+            grad_w.mul_(scale)
         grad_w.reshape(-1)[argmax] = torch.ops.aten.tanh_backward(
             grad_t_m, t.reshape(-1)[argmax]) * scale
         return grad_w, None
