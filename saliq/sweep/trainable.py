@@ -23,9 +23,14 @@ from saliq.config import TrialConfig, flatten
 from saliq.errors import TrialDiverged
 from saliq.reference import FPReference
 from saliq.sweep.spec import Sweep
+from saliq.training import keep_freed_memory
 from saliq.trial import plan_label, run_trial
 
 __all__ = ["SweepContext", "train"]
+
+# Tune runs each trial in a thread of its worker; the allocator must be set before that thread
+# allocates (see keep_freed_memory), and this module is imported when the worker starts.
+keep_freed_memory()
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
