@@ -280,6 +280,17 @@ def latest_parent_run(client, experiment_id: str):
     return runs[-1] if runs else None
 
 
+def delete_unknown_trial_runs(client, experiment_id: str, sweep_id: str,
+                              known_trial_ids: set[str]) -> int:
+    """Delete the sweep's child runs of trials that Tune does not know (see the runner's
+    resume): Tune samples such a trial afresh, so its old run would show it twice."""
+    unknown = [r for r in trial_runs(client, experiment_id, sweep_id)
+               if r.data.tags.get(TAG_TRIAL) not in known_trial_ids]
+    for run in unknown:
+        retrying(lambda r=run: client.delete_run(r.info.run_id), "delete run")
+    return len(unknown)
+
+
 def fail_stale_runs(client, experiment_id: str, sweep_id: str, reason: str) -> int:
     """End the sweep's child runs still RUNNING (their worker died and no retry is left)."""
     stale = [r for r in trial_runs(client, experiment_id, sweep_id) if r.info.status == "RUNNING"]

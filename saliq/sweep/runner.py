@@ -167,6 +167,10 @@ def _tuner(sweep: Sweep, root: Path, trainable, restore: bool):
         metric, mode = "objective", "max"
     else:
         metric, mode = [m for m, _ in objectives], [d for _, d in objectives]
+    # Tune saves its experiment state at most every 10 s by default; a trial started and
+    # opened in MLflow after the last save is unknown to a resumed sweep. Once a second keeps
+    # that window short (and a resume deletes the runs of trials it does not know).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     run_config = tune.RunConfig(
         name="tune", storage_path=str(root), verbose=0,
         failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
@@ -194,6 +198,13 @@ def _tuner(sweep: Sweep, root: Path, trainable, restore: bool):
                                   num_samples=spec.budget.num_samples,
                                   max_concurrent_trials=spec.budget.max_concurrent)
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def _saved_trial_ids(tune_dir: Path) -> set[str]:
+    """The trials in Tune's last saved experiment state: what a restored Tuner continues."""
+    from ray.tune import ExperimentAnalysis
+
+    return {trial.trial_id for trial in ExperimentAnalysis(str(tune_dir)).trials}
 
 
 def _trainable(context: SweepContext, refs: dict):
@@ -252,6 +263,12 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
         refs = _references(sweep, storage / "fp-cache", parent_log)
         context = SweepContext(sweep, record["sweep_id"], experiment_id, parent.info.run_id,
                                worker_uri)
+        if restore:
+            forgotten = tracking.delete_unknown_trial_runs(
+                client, experiment_id, record["sweep_id"], _saved_trial_ids(root / "tune"))
+            if forgotten:
+                log.warning("%d trial run(s) deleted: the crash came before Tune saved their "
+                            "trials, which it samples again", forgotten)
         results = _tuner(sweep, root, _trainable(context, refs), restore).fit()
 
         stale = tracking.fail_stale_runs(client, experiment_id, record["sweep_id"],
