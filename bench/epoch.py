@@ -10,7 +10,7 @@ processes (2 shared cores) falls on both sides of it. An epoch's seconds are its
     python bench/epoch.py --quick    # a 10k subset, two epochs of each (2-3 min on 2 quiet cores)
     python bench/epoch.py --threads 1   # torch's intra-op threads (default: torch's choice)
 
-Figures (bench/results/epoch.json; targets in brackets):
+Figures (bench/results/epoch.json, --quick: epoch-quick.json; targets in brackets):
   qat_fp_ratio          QAT epoch / FP epoch, per bit-width; qat_fp_ratio_worst     [<= 1.15]
   data_share            saliq's batching loop (`batches`) alone / the FP epoch        [< 0.02]
   dataloader_epoch_ratio  the tutorial pipeline's FP epoch (torchvision FashionMNIST,
@@ -229,7 +229,7 @@ def main() -> None:
     figures = {"qat_fp_ratio_worst": result["qat_fp_ratio_worst"],
                "data_share": result["data_share"], "saliency_share": result["saliency_share"]}
     result["targets_met"] = {name: figures[name] <= limit for name, limit in TARGETS.items()}
-    write_result("epoch", result)
+    write_result("epoch-quick" if args.quick else "epoch", result)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ def main() -> None:
                            "in_process": local_s[-1][2]},
         "machine": machine(),
     }
-    write_result("orchestration", result)
+    write_result("orchestration-quick" if args.quick else "orchestration", result)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 headline figures side by side (each a ratio measured within one run of its benchmark).
 
     python bench/run.py            # full: about an hour on 2 CPU cores (the search table: 30 min)
-    python bench/run.py --quick    # a few minutes per benchmark
+    python bench/run.py --quick    # a few minutes per benchmark; writes <name>-quick.json
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def main() -> None:
             failed.append(name)
     results = {}
     for name in BENCHMARKS:
-        suffix = "-quick" if args.quick and name == "search" else ""
+        suffix = "-quick" if args.quick and name != "gpu" else ""  # quick runs keep the full
         path = RESULTS / f"{name}{suffix}.json"
         if path.is_file():
             results[name] = json.loads(path.read_text())
@@ -61,8 +61,8 @@ def main() -> None:
                for figure, (bench, path) in HEADLINES.items()}
     if "skipped" in results.get("gpu", {}):
         summary["gpu"] = results["gpu"]["skipped"]
-    write_result("summary", {"quick": args.quick, "figures": summary, "failed": failed,
-                             "machine": machine()})
+    write_result("summary-quick" if args.quick else "summary",
+                 {"quick": args.quick, "figures": summary, "failed": failed, "machine": machine()})
     sys.exit(1 if failed else 0)
 
 
