@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,9 @@ import pytest
 import torch
 
 from saliq import data
+from saliq.config import parse_trial_config
 from saliq.errors import DataNotFound
+from saliq.trial import run_trial
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -250,3 +253,32 @@ def test_tensors_are_normalised(fashion_small):
     torch.testing.assert_close(fashion_small.denormalise(fashion_small.train_x[:5]),
                                raw.train_x[idx[:5]].float() / 255, atol=1e-6, rtol=0)
     assert fashion_small.num_classes == 10 and fashion_small.classes[0] == "T-shirt/top"
+
+
+def _fake_cifar(folder: Path, per_batch: int = 20) -> np.ndarray:
+    """CIFAR-10's python layout: pickled dicts of uint8 rows (3x32x32, channel-major)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    first = None
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        rows = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = [int(i) % 10 for i in range(per_batch)]
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": rows, b"labels": labels}, f)
+        first = rows if first is None else first
+    return first
+
+
+def test_cifar10_from_a_data_root_runs_a_resnet_trial(no_offline_data, tmp_path):
+    first = _fake_cifar(tmp_path / "root" / "cifar-10-batches-py")
+    raw = data.load_dataset("cifar10", data_root=tmp_path / "root")
+    assert raw.train_x.shape == (100, 3, 32, 32) and raw.test_x.shape == (20, 3, 32, 32)
+    assert np.array_equal(raw.train_x[:20].reshape(20, -1).numpy(), first)  # channel-major
+    config = parse_trial_config({
+        "dataset": "cifar10", "data_root": str(tmp_path / "root"), "model": "resnet-small",
+        "fp": {"epochs": 1}, "qat": {"epochs": 1}, "batch_size": 32, "device": "cpu",
+        "precision": {"default": {"weight_bits": 4, "act_bits": 4}},
+        "saliency": {"probe_size": 10}})
+    result = run_trial(config, cache_dir=tmp_path / "cache")
+    assert 0.0 <= result.metrics["accuracy"] <= 1.0
+    assert -1.0 <= result.metrics["fidelity_spearman"] <= 1.0
