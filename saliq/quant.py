@@ -113,27 +113,21 @@ class _RoundSTE(torch.autograd.Function):
         return grad
 
 
-def _dorefa(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """DoReFa's w_q and max|tanh(w)|, tanh computed once, differentiable end to end."""
-    t = torch.tanh(w)
-    peak = t.abs().max()
-    # an all-zero tensor has max 0; the floor keeps it finite and changes nothing else
-    t = t / (2 * peak.clamp_min(torch.finfo(t.dtype).tiny))
-    levels = 2**bits - 1
-    # in place on temporaries that autograd does not keep: the formula's values, fewer tensors
-    t = _RoundSTE.apply(t.add_(0.5).mul_(levels))
-    return t.mul_(2).div_(levels).sub_(1), peak
-
-
 def dorefa_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
     """DoReFa weight quantization to `bits` bits, values in [-1, 1], straight-through round."""
     if bits >= FULL_PRECISION:
         return w
-    return _dorefa(w, bits)[0]
+    t = torch.tanh(w)
+    # an all-zero tensor has max 0; the floor keeps it finite and changes nothing else
+    t = t / (2 * t.abs().max().clamp_min(torch.finfo(t.dtype).tiny))
+    levels = 2**bits - 1
+    # in place on temporaries that autograd does not keep: the formula's values, fewer tensors
+    t = _RoundSTE.apply(t.add_(0.5).mul_(levels))
+    return t.mul_(2).div_(levels).sub_(1)
 
 
 class _ScaledDoReFa(torch.autograd.Function):
-    """`_dorefa(w)[0] * max|tanh(w)|` (detached scale) with its gradient in closed form.
+    """`dorefa_weight(w) * max|tanh(w)|` (detached scale) with its gradient in closed form.
 
     Autograd takes about twenty full-size passes through the chain, most of them to route the
     gradient of max|tanh(w)| to the single weight that holds it: a third of a QAT step's
@@ -150,7 +144,7 @@ class _ScaledDoReFa(torch.autograd.Function):
         peak, argmax = t.abs().reshape(-1).max(0)
         floor = peak.clamp_min(torch.finfo(t.dtype).tiny)  # an all-zero tensor stays finite
         levels = 2**bits - 1
-        # the same operations as `_dorefa`, in place on one temporary: the same values
+        # the same operations as `dorefa_weight`, in place on one temporary: the same values
         w_q = (t / (2 * floor)).add_(0.5).mul_(levels).round_().mul_(2).div_(levels).sub_(1)
         ctx.save_for_backward(t, peak, floor, argmax)
         return w_q.mul_(peak)
