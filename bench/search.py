@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import platform
 import sys
 import time
 import warnings
@@ -45,6 +44,10 @@ import numpy as np
 import optuna
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, machine, write_result  # noqa: E402
+
 from saliq.errors import TrialDiverged
 from saliq.pareto import dominates, hypervolume, non_dominated, reference_point
 from saliq.sensitivity import Sensitivity, analyze, suggest_points
@@ -53,7 +56,6 @@ from saliq.sweep.spec import Sweep, parse_sweep
 from saliq.trial import run_trial
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 FP_CACHE = RESULTS / ".cache"  # FP references (binary, ignored by git via its own .gitignore)
 
 OBJECTIVES = {"accuracy": "max", "fidelity": "max", "model_bits": "min"}
@@ -405,21 +407,6 @@ def plot(figs: dict[str, dict[str, Any]], n: int, path: Path) -> Path:
 
 # ---- the run ------------------------------------------------------------------------------
 
-def machine() -> dict[str, Any]:
-    """Where the numbers came from: a shared CPU box's load changes the table's timings."""
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "loadavg": [round(v, 2) for v in os.getloadavg()],
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "optuna": optuna.__version__,
-        "numpy": np.__version__,
-    }
-
-
 def table_summary(table: dict, path: Path) -> dict[str, Any]:
     """Size, cost and spread of the tabulated space."""
     rows = list(table["points"].values())
@@ -493,7 +480,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "search",
         "issues": ["6: search efficiency", "4.6: sensitivity-seeded vs unseeded search"],
         "quick": args.quick,
-        "machine": machine(),
+        "machine": {**machine(), "numpy": np.__version__},
         "space": {"dims": {p: d.options() for p, d in sweep.dims.items()}, "size": size,
                   "base_trial": BASE_TRIAL, "objectives": OBJECTIVES},
         "table": table_summary(table, table_path),
@@ -517,9 +504,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     out = RESULTS / ("search-quick.json" if args.quick else "search.json")
     result["plot"] = str(plot(figs, n, out.with_suffix(".png")).relative_to(ROOT))
-    write_json(out, result)
-    json.dump(result, sys.stdout, indent=2)
-    print()
+    write_result(out.stem, result)
     return result
 
 
