@@ -10,9 +10,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
+from http.client import HTTPConnection
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
@@ -88,6 +91,58 @@ class MlflowServer:
         from mlflow.tracking import MlflowClient
 
         return MlflowClient(tracking_uri=self.url)
+
+
+@contextmanager
+def slow_uploads(target: str, marker: str, delay_s: float):
+    """A reverse proxy in front of the MLflow server at `target` that holds every artifact
+    upload (PUT) whose path contains `marker` for `delay_s` before passing it on: a slow
+    network, so that a test can act while a trial is between two of its uploads. Yields the
+    proxy's URL, to be used as the tracking URI."""
+    upstream = target.removeprefix("http://")
+
+    class Forward(BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.command == "PUT" and marker in self.path:
+                time.sleep(delay_s)
+            connection = HTTPConnection(upstream, timeout=120)
+            try:
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "connection")}
+                connection.request(self.command, self.path, body=body, headers=headers)
+                answer = connection.getresponse()
+                payload = answer.read()
+            finally:
+                connection.close()
+            self.send_response(answer.status)
+            for key, value in answer.getheaders():
+                if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        def log_message(self, *args) -> None:
+            pass
+
+    class Proxy(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address) -> None:
+            pass  # a client killed mid-upload (the point of the tests that use this)
+
+    server = Proxy(("127.0.0.1", 0), Forward)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from servers import (
     runs_of,
     saliq,
     saliq_background,
+    slow_uploads,
     steps,
     wait_until,
 )
@@ -115,7 +116,9 @@ def test_worker_killed_mid_trial_continues_from_its_checkpoint(mlflow, storage, 
     """Trial 1's worker is killed after its second epoch; trial 2's once it logged its final
     values, while it uploads its artifacts (a kill that lands after its run is FINISHED takes
     the other path: the retry reports the stored values). Each continues from its last
-    checkpoint in its own run, and no step is logged twice."""
+    checkpoint in its own run, and no step is logged twice. The trials log through a proxy
+    that holds each model upload for 3 s: the artifacts take milliseconds otherwise, too
+    short a window to poll for."""
     name, epochs, trials = "killed-worker", 3, 2
     spec = write_spec(tmp_path, storage, name, epochs=epochs, trials=trials, concurrent=1)
     client = mlflow.client()
@@ -136,8 +139,9 @@ def test_worker_killed_mid_trial_continues_from_its_checkpoint(mlflow, storage, 
         assert len(workers) == 1, workers  # max_concurrent 1: the running trial's actor
         os.kill(workers[0], signal.SIGKILL)
 
-    with ray_cluster(nodes=1, cpus_per_node=2) as cluster, saliq_background(
-            "sweep", "run", spec, "--address", cluster.address, "--tracking-uri", mlflow.url,
+    with slow_uploads(mlflow.url, "/artifacts/model/", 3.0) as tracking_uri, ray_cluster(
+            nodes=1, cpus_per_node=2) as cluster, saliq_background(
+            "sweep", "run", spec, "--address", cluster.address, "--tracking-uri", tracking_uri,
             log=log, env=env, cwd=tmp_path) as driver:
         first = wait_until(running(2, epochs), SWEEP_TIMEOUT, "trial 1 logged 2 epochs", driver,
                            log, every=0.1)
