@@ -32,9 +32,11 @@ SWEEP_TIMEOUT = 420  # seconds: each sweep here takes about a minute on 2 cores
 
 def write_spec(root, storage, name: str, *, epochs: int = 3, trials: int = 2,
                concurrent: int = 1, **extra) -> str:
+    # 2,048 training images: an epoch takes about 1.5 s on 2 cores, time enough for the
+    # tests to act between two epochs (256 took 0.25 s, a window that polling can miss)
     spec = {
         "name": name,
-        "trial": {"dataset": "fashion-mnist", "limit": {"train": 256, "test": 128},
+        "trial": {"dataset": "fashion-mnist", "limit": {"train": 2048, "test": 128},
                   "fp": {"epochs": 1}, "qat": {"epochs": epochs}, "batch_size": 64,
                   "saliency": {"probe_size": 16}},
         "search": {"precision.default.weight_bits": {"choice": [2, 4, 8]},
