@@ -1,8 +1,10 @@
 """One experiment: config -> FP reference -> QAT -> evaluation -> metrics and saliency images.
 
 `run_trial` is a function; the caller sees its progress through `report(epoch, metrics,
-checkpoint)`. It imports neither Ray nor MLflow: the sweep wraps it in a trainable, the CLI
-calls it directly.
+checkpoint)`. `iter_trial` is the same trial as a generator, one QAT epoch per `next()`, for
+a caller that must run each epoch itself (the sweep's trainable: Ray runs an actor's methods
+on its main thread, where the epochs are faster than in a helper thread). Neither imports
+Ray or MLflow: the sweep wraps them in a trainable, the CLI calls `run_trial` directly.
 
     config = parse_trial_config({"dataset": "fashion-mnist", "limit": {"train": 2000}})
     result = run_trial(config, report=lambda epoch, metrics, checkpoint: print(metrics))
@@ -12,11 +14,12 @@ calls it directly.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +36,8 @@ from saliq.quant import FULL_PRECISION, PACT, calibrate_alphas
 from saliq.saliency import attribute, deletion_auc, fidelity, save_grid, spearman
 from saliq.training import class_weights, make_optimizer, predict, train_epoch
 
-__all__ = ["Reporter", "TrialConfig", "TrialResult", "parse_trial_config", "plan_label",
-           "resolve_device", "run_trial", "stored_plan_label"]
+__all__ = ["Epoch", "Reporter", "TrialConfig", "TrialResult", "iter_trial", "parse_trial_config",
+           "plan_label", "resolve_device", "run_trial", "stored_plan_label"]
 
 log = logging.getLogger("saliq")
 
@@ -44,6 +47,22 @@ dict (epoch, model and optimiser state, RNG states, history, config) that `run_t
 checkpoint=...)` continues from exactly."""
 
 CALIBRATION_IMAGES = 1024
+
+
+@dataclass
+class Epoch:
+    """One finished QAT epoch, as `iter_trial` yields it. `state()` is the checkpoint dict
+    that `checkpoint=` continues from; it reads the live model, so take it before the next
+    `next()` (`snapshot()` copies it for a caller that keeps it longer)."""
+
+    epoch: int
+    metrics: dict[str, float]
+    state: Callable[[], dict]
+
+    def snapshot(self) -> dict:
+        # state_dict() tensors alias the live parameters and optimiser state, which the next
+        # epoch changes in place under a caller that kept the checkpoint
+        return copy.deepcopy(self.state())
 
 
 @dataclass
@@ -129,6 +148,13 @@ def _curvature(model, data: TrialData, config: TrialConfig) -> dict[str, float]:
             **{f"class_hessian_top_{c}": v for c, v in eigen.items()}}
 
 
+def _state(epoch: int, model, optimizer, generator, history, config) -> dict:
+    """The checkpoint after `epoch`: everything a continued trial needs to train on exactly."""
+    return {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(), "generator": generator.get_state(),
+            "history": history, "config": config.model_dump()}
+
+
 def _write_outputs(out_dir: Path, config, model, metrics, data, fp_maps, maps) -> dict[str, str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     label = plan_label(config.resolved_bits())
@@ -170,6 +196,27 @@ def run_trial(
     `checkpoint` (a dict from `report`) continues an interrupted trial at its next epoch.
     Raises `TrialDiverged` when the QAT loss stops being finite.
     """
+    steps = iter_trial(config, out_dir=out_dir, fp_reference=fp_reference,
+                       checkpoint=checkpoint, cache_dir=cache_dir)
+    while True:
+        try:
+            epoch = next(steps)
+        except StopIteration as finished:
+            return finished.value
+        if report is not None:
+            report(epoch.epoch, epoch.metrics, epoch.snapshot())
+
+
+def iter_trial(
+    config: TrialConfig,
+    *,
+    out_dir: str | Path | None = None,
+    fp_reference: reference.FPReference | None = None,
+    checkpoint: dict | None = None,
+    cache_dir: str | Path | None = None,
+) -> Generator[Epoch, None, TrialResult]:
+    """`run_trial` one epoch at a time: yields an `Epoch` after each QAT epoch and returns the
+    `TrialResult` (as `StopIteration.value`) after the final evaluation."""
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     device = resolve_device(config.device)
@@ -240,15 +287,8 @@ def run_trial(
         history.append(metrics)
         log.info("qat epoch %d/%d: loss %.4f, accuracy %.4f, fidelity %.4f", epoch + 1,
                  config.qat.epochs, loss, metrics["accuracy"], metrics["fidelity"])
-        if report is not None:
-            # A snapshot: state_dict() tensors alias the live parameters and optimiser state,
-            # which the next epoch changes in place under a caller that kept the checkpoint.
-            report(epoch + 1, metrics, copy.deepcopy({
-                "epoch": epoch + 1, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-                "generator": generator.get_state(), "history": history,
-                "config": config.model_dump(),
-            }))
+        yield Epoch(epoch + 1, metrics, functools.partial(
+            _state, epoch + 1, model, optimizer, generator, list(history), config))
     seconds["qat"] = time.perf_counter() - t
 
     # Phase 4: final evaluation (the last epoch's evaluation is of this very model: reused).

@@ -338,7 +338,7 @@ def descendants(pid: int) -> list[int]:
 
 def ray_workers(node, marker: str) -> list[int]:
     """The worker processes of one node of a test's Ray cluster (never another cluster's)
-    whose process title contains `marker`, e.g. Tune's "ImplicitFunc" trial actors."""
+    whose process title contains `marker`, e.g. the sweep's "QATTrainable" trial actors."""
     from ray._private import ray_constants
 
     pids = []

@@ -137,7 +137,7 @@ def test_worker_killed_mid_trial_continues_from_its_checkpoint(mlflow, storage, 
         return find
 
     def kill_trial_worker() -> None:
-        workers = ray_workers(cluster.head_node, "ImplicitFunc")
+        workers = ray_workers(cluster.head_node, "QATTrainable")
         assert len(workers) == 1, workers  # max_concurrent 1: the running trial's actor
         os.kill(workers[0], signal.SIGKILL)
 
@@ -194,10 +194,10 @@ def test_node_removed_mid_trial_reschedules_the_trial_on_a_new_node(mlflow, stor
         victim = wait_until(mid_trial, SWEEP_TIMEOUT, "a trial logged an epoch", driver, log,
                             every=0.2)
         [node] = cluster.worker_nodes
-        assert ray_workers(node, "ImplicitFunc"), "the trial is not on the worker node"
+        assert ray_workers(node, "QATTrainable"), "the trial is not on the worker node"
         cluster.remove_node(node, allow_graceful=False)
         fresh = cluster.add_node(num_cpus=1)
-        wait_until(lambda: ray_workers(fresh, "ImplicitFunc"), SWEEP_TIMEOUT,
+        wait_until(lambda: ray_workers(fresh, "QATTrainable"), SWEEP_TIMEOUT,
                    "the trial rescheduled on the new node", driver, log, every=0.2)
         driver.wait(timeout=SWEEP_TIMEOUT)
     out = log.read_text()
@@ -240,7 +240,7 @@ def test_killed_driver_resumes_on_the_cluster_with_each_trial_once(mlflow, stora
             driver.send_signal(signal.SIGKILL)
             driver.wait(timeout=30)
         # Ray ends the dead driver's trial actors; a resume meanwhile would race them
-        wait_until(lambda: not ray_workers(cluster.head_node, "ImplicitFunc"), 60,
+        wait_until(lambda: not ray_workers(cluster.head_node, "QATTrainable"), 60,
                    "the killed driver's trial actors ended")
         assert [r.info.status for r in runs_of(client, name)].count("RUNNING") == 1
 

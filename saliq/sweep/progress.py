@@ -36,7 +36,7 @@ class Progress(Callback):
 
     def _best(self, trials, completing=None) -> str:
         finished = [t for t in trials if (t.status == "TERMINATED" or t is completing)
-                    and not _diverged(t) and t.last_result]
+                    and _completed(t)]
         if not finished:
             return "no result yet"
         if self.sweep.spec.objective.weighted is not None:
@@ -65,6 +65,10 @@ class Progress(Callback):
         if result.get("diverged"):
             self._say(f"trial {trial.trial_id} diverged: {result.get('failure_reason')} | "
                       f"{self._tally(trials, trial)}")
+        elif not _completed(trial):
+            self._say(f"trial {trial.trial_id} stopped early by ASHA after QAT epoch "
+                      f"{result.get('epoch', 0):.0f}: {self._summary(result)} | "
+                      f"{self._tally(trials, trial)}")
         else:
             self._say(f"trial {trial.trial_id} finished: {self._summary(result)} | "
                       f"{self._tally(trials, trial)}")
@@ -75,6 +79,13 @@ class Progress(Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._say(f"trial {trial.trial_id} lost its worker; retrying from its last checkpoint")
+
+
+def _completed(trial) -> bool:
+    """Its final result: trained to the end (diverged 0), or stored by an earlier attempt;
+    not an epoch's result, the last of a trial stopped early."""
+    result = trial.last_result or {}
+    return result.get("diverged") == 0.0 or bool(result.get("resumed_finished"))
 
 
 def _diverged(trial) -> bool:

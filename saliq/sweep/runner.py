@@ -27,7 +27,7 @@ import yaml
 from saliq import tracking
 from saliq.errors import ConfigError, SaliqError
 from saliq.sweep.spec import Sweep, parse_sweep
-from saliq.sweep.trainable import SweepContext, train
+from saliq.sweep.trainable import QATTrainable, SweepContext
 
 __all__ = ["SweepOutcome", "resume_sweep", "run_sweep", "sweep_dir"]
 
@@ -53,6 +53,7 @@ class SweepOutcome:
     failed: int
     frontier_path: Path | None
     seconds: float
+    stopped: int = 0  # stopped early by the scheduler (ASHA): runs KILLED
 
 
 def sweep_dir(storage: str | Path, name: str) -> Path:
@@ -174,7 +175,7 @@ def _tuner(sweep: Sweep, root: Path, trainable, restore: bool):
     run_config = tune.RunConfig(
         name="tune", storage_path=str(root), verbose=0,
         failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_at_end=False),
         callbacks=[Progress(sweep)],
     )
     if restore:
@@ -211,8 +212,12 @@ def _trainable(context: SweepContext, refs: dict):
     from ray import tune
 
     res = context.sweep.spec.resources
-    bound = tune.with_parameters(train, context=context, references=refs)
-    return tune.with_resources(bound, {"cpu": res.cpu, "gpu": res.gpu})
+    bound = tune.with_parameters(QATTrainable, context=context, references=refs)
+    trainable = tune.with_resources(bound, {"cpu": res.cpu, "gpu": res.gpu})
+    # Ray titles a trial's worker process `ray::<class>.<method>`: saliq's name, not Tune's
+    # wrapper's (`ray::QATTrainable.train` in ps and the dashboard)
+    trainable.__qualname__ = QATTrainable.__qualname__
+    return trainable
 
 
 # ---- the sweep's lifecycle ------------------------------------------------------------
@@ -277,16 +282,19 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
             log.warning("%d trial run(s) ended FAILED: their worker was lost", stale)
         runs = tracking.trial_runs(client, experiment_id, record["sweep_id"])
         finished = sum(r.info.status == "FINISHED" for r in runs)
-        failed = len(runs) - finished
+        stopped = sum(r.info.status == "KILLED" for r in runs)
+        failed = len(runs) - finished - stopped
         frontier_path = None
         if finished:
             frontier_path = export_frontier(client, record["experiment"], root / "frontier.yaml",
                                             sweep_id=record["sweep_id"], log_to_parent=True)
-        parent_log.log_metrics({"trials_finished": finished, "trials_failed": failed}, step=0)
+        parent_log.log_metrics({"trials_finished": finished, "trials_failed": failed,
+                                "trials_stopped": stopped}, step=0)
         parent_log.set_status("FINISHED")
         del results
     return SweepOutcome(sweep.name, record["sweep_id"], record["experiment"], experiment_id,
-                        tracking_uri, finished, failed, frontier_path, time.monotonic() - start)
+                        tracking_uri, finished, failed, frontier_path, time.monotonic() - start,
+                        stopped)
 
 
 def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | None = None,
@@ -358,8 +366,9 @@ def resume_sweep(target: str, *, address: str | None = None, tracking_uri: str |
 def describe(outcome: SweepOutcome, root: Path) -> list[str]:
     """What to do next: where to look at the runs and how to export the frontier."""
     uri = outcome.tracking_uri
+    stopped = f", {outcome.stopped} stopped early by ASHA" if outcome.stopped else ""
     lines = [f"sweep {outcome.name} done in {outcome.seconds:.0f} s: {outcome.finished} trials "
-             f"finished, {outcome.failed} failed (sweep id {outcome.sweep_id})"]
+             f"finished, {outcome.failed} failed{stopped} (sweep id {outcome.sweep_id})"]
     if outcome.frontier_path:
         lines.append(f"Pareto frontier: {outcome.frontier_path}")
     # MLflow 3's UI opens in its GenAI view unless the URL asks for the model-training one
