@@ -163,6 +163,15 @@ class LocalTrackingServer:
         self._process: subprocess.Popen | None = None
 
     def __enter__(self) -> LocalTrackingServer:
+        self.start()
+        try:
+            return self.wait_ready()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+
+    def start(self) -> None:
+        """Launch the server and return at once (it takes seconds to answer: `wait_ready`)."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_file, "ab")
         cmd = [sys.executable, "-m", "saliq.watchdog", str(os.getpid()),  # dies with us
@@ -173,6 +182,8 @@ class LocalTrackingServer:
         self._process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)
         out.close()
+
+    def wait_ready(self) -> LocalTrackingServer:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -182,7 +193,6 @@ class LocalTrackingServer:
                 return self
             except SaliqError:
                 time.sleep(0.3)
-        self.__exit__(None, None, None)
         raise SaliqError(f"the local MLflow server did not start in {self.startup_timeout:.0f} s; "
                          f"see {self.log_file}")
 

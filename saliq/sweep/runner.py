@@ -112,10 +112,10 @@ def _fp_task(config_json: str) -> dict:
         return {"reference": ref.to_dict(), "grid": path.read_bytes()}
 
 
-def _references(sweep: Sweep, cache: Path, logger: tracking.RunLogger) -> dict:
-    """The FP reference of every recipe the sweep can sample: cached, else trained on Ray."""
+def _submit_references(sweep: Sweep, cache: Path) -> tuple[dict, dict]:
+    """The FP reference of every recipe the sweep can sample: those cached, and Ray tasks
+    training the others (collected by `_collect_references`)."""
     import ray
-    import torch
 
     from saliq.reference import FPReference, load
 
@@ -135,6 +135,17 @@ def _references(sweep: Sweep, cache: Path, logger: tracking.RunLogger) -> dict:
             log.info("FP reference %s: training (%s, %s, seed %d, %d epochs)", key,
                      variant.dataset, variant.model.arch, variant.seed, variant.fp.epochs)
             pending[key] = task.remote(json.dumps(variant.model_dump()))
+    return refs, pending
+
+
+def _collect_references(refs: dict, pending: dict, cache: Path,
+                        logger: tracking.RunLogger) -> dict:
+    """Wait for the references being trained; cache them and log them on the parent run."""
+    import ray
+    import torch
+
+    from saliq.reference import FPReference
+
     for key, future in pending.items():
         out = ray.get(future)
         ref = FPReference(**out["reference"])
@@ -243,10 +254,18 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
     start = time.monotonic()
     storage = root.parent
     with ExitStack() as stack:
-        worker_uri = tracking_uri
+        # the private MLflow server, Ray and the FP references' training start side by side:
+        # each takes seconds, and none needs the others until the parent run is opened
+        worker_uri, server = tracking_uri, None
         if tracking.is_sqlite(tracking_uri):
             server = tracking.LocalTrackingServer(tracking_uri, root / "mlflow-server.log")
-            worker_uri = stack.enter_context(server).url
+            stack.callback(server.__exit__, None, None, None)
+            server.start()
+            worker_uri = server.url
+        _init_ray(address, dashboard)
+        refs, training = _submit_references(sweep, storage / "fp-cache")
+        if server is not None:
+            server.wait_ready()
         client = tracking.make_client(worker_uri)
         artifacts = (storage / "mlartifacts").as_uri() if tracking.is_sqlite(tracking_uri) else None
         experiment_id = tracking.ensure_experiment(client, record["experiment"], artifacts)
@@ -264,8 +283,7 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
         record.update(experiment_id=experiment_id, parent_run_id=parent.info.run_id)
         _write_atomic(root / "sweep.json", json.dumps(record, indent=2))
 
-        _init_ray(address, dashboard)
-        refs = _references(sweep, storage / "fp-cache", parent_log)
+        refs = _collect_references(refs, training, storage / "fp-cache", parent_log)
         context = SweepContext(sweep, record["sweep_id"], experiment_id, parent.info.run_id,
                                worker_uri)
         if restore:
