@@ -13,7 +13,7 @@ Optuna and MLflow add. Figures:
                                 starting (Tune's loop, Optuna's ask, the actor's reset)
   worker_overhead_s_per_trial   a trial's run time in MLflow minus its own seconds_total
 
-    python bench/orchestration.py [--quick] [--trials N]
+    python bench/orchestration.py [--quick] [--trials N]   (--trials: orchestration-N-trials.json)
 """
 
 from __future__ import annotations
@@ -138,7 +138,9 @@ def main() -> None:
                            "in_process": local_s[-1][2]},
         "machine": machine(),
     }
-    write_result("orchestration-quick" if args.quick else "orchestration", result)
+    # a non-default --trials N writes orchestration-N-trials.json beside the default run's file
+    name = "orchestration" + ("-quick" if args.quick else "")
+    write_result(f"{name}-{trials}-trials" if args.trials else name, result)
 
 
 if __name__ == "__main__":
