@@ -90,8 +90,9 @@ def _with_objective(ctx: SweepContext, metrics: dict[str, float]) -> dict[str, f
 
 class QATTrainable(tune.Trainable):
     """One trial per actor at a time (`reuse_actors` hands the actor the next trial through
-    `reset_config`). Each `step()` trains one QAT epoch and logs it; the step after the last
-    epoch evaluates, uploads the artifacts, ends the run FINISHED and reports `done`."""
+    `reset_config`). Each `step()` trains one QAT epoch and asks Tune to checkpoint it (the
+    epoch reaches MLflow at the next step, once the checkpoint is saved); the step after the
+    last epoch evaluates, uploads the artifacts, ends the run FINISHED and reports `done`."""
 
     def setup(self, config: dict, context: SweepContext, references: dict[str, FPReference]):
         self.context = context
