@@ -15,12 +15,15 @@ replaces its ReLU). `prepare` swaps a model's layers according to a plan.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 from torch import nn
+
+from saliq import fused
 
 __all__ = [
     "FULL_PRECISION",
@@ -78,22 +81,44 @@ def _pact_grads_cpu(grad, x, alpha):
 class _PactQuantize(torch.autograd.Function):
     # The formula's values and gradients bit for bit, in few full-size passes: the forward
     # makes one temporary and works in place on it.
+    # On the CPU the fused kernels of `saliq.fused` do it in one pass each, where they exist.
     @staticmethod
     def forward(ctx, x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:
         ctx.save_for_backward(x, alpha)
+        levels = 2**bits - 1
+        kernels = _fused_kernels(x, alpha)
+        if kernels is not None:
+            return kernels[0](x.reshape(-1), alpha, _levels(levels)).view_as(x)
         if x.device.type == "cpu":  # alpha as a number: one pass, and free on the CPU
             y = x.clamp(0.0, alpha.item())  # clip(x, 0, alpha)
         else:
             y = torch.relu(x).clamp_max_(alpha)
-        levels = 2**bits - 1
         # DESIGN.md's formula in its own order of operations: y_q matches it bit for bit
         return y.mul_(levels).div_(alpha).round_().mul_(alpha).div_(levels)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, alpha = ctx.saved_tensors
+        kernels = _fused_kernels(x, alpha)
+        if kernels is not None:
+            grad_x, grad_alpha = kernels[1](grad.reshape(-1), x.reshape(-1), alpha)
+            return grad_x.view_as(x), grad_alpha.reshape(alpha.shape), None
         grads = _pact_grads_cpu if x.device.type == "cpu" else _pact_grads_masks
         return *grads(grad, x, alpha), None
+
+
+def _fused_kernels(x: torch.Tensor, alpha: torch.Tensor):
+    """The fused PACT kernels where they apply: float32 on the CPU, a contiguous activation."""
+    if (x.device.type != "cpu" or x.dtype != torch.float32 or alpha.dtype != torch.float32
+            or not x.is_contiguous()):
+        return None
+    return fused.pact_kernels()
+
+
+@functools.cache
+def _levels(levels: int) -> torch.Tensor:
+    # a tensor, not a number: the compiled kernel is built once for every bit-width
+    return torch.tensor(float(levels))
 
 
 def pact(x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:

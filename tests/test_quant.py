@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
+from saliq import fused
 from saliq.models import build_model
 from saliq.quant import (
     PACT,
@@ -58,16 +59,26 @@ def dorefa_reference(w: torch.Tensor, k: int, rounding=torch.round) -> torch.Ten
 # --- PACT --------------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["fused", "eager"])
+def pact_path(request, monkeypatch):
+    """Each PACT test runs on the CPU's fused kernels (saliq.fused) and on the eager path."""
+    if request.param == "eager":
+        monkeypatch.setattr(fused, "pact_kernels", lambda: None)
+    elif fused.pact_kernels() is None:
+        pytest.skip("torch.compile cannot build kernels on this machine")
+    return request.param
+
+
 @pytest.mark.parametrize("k", BITS)
 @pytest.mark.parametrize("a", ALPHAS)
-def test_pact_forward_is_the_design_formula_exactly(k, a):
+def test_pact_forward_is_the_design_formula_exactly(k, a, pact_path):
     x, alpha = _inputs(a), torch.tensor(a)
     _exact(pact(x, alpha, k), pact_reference(x, alpha, k))
 
 
 @pytest.mark.parametrize("k", (1, 2, 4, 8))
 @pytest.mark.parametrize("a", (1.0, 3.3))
-def test_pact_gradients_match_the_straight_through_reference(k, a):
+def test_pact_gradients_match_the_straight_through_reference(k, a, pact_path):
     x = _inputs(a, seed=k).requires_grad_()
     alpha = torch.tensor(a, requires_grad=True)
     upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
@@ -76,8 +87,32 @@ def test_pact_gradients_match_the_straight_through_reference(k, a):
     xd = x.detach()
     # d y_q / d x = 1 where 0 <= x < alpha, else 0; d y_q / d alpha = 1 where x >= alpha
     _exact(grad_x, upstream * ((xd >= 0) & (xd < a)).float())
-    _exact(grad_alpha, (upstream * (xd >= a).float()).sum())
+    # a sum: the fused kernel adds in another order than torch.sum, equal up to rounding
+    expected = (upstream.double() * (xd >= a).double()).sum().item()
+    assert grad_alpha.item() == pytest.approx(expected, rel=1e-6, abs=1e-6)
     assert grad_alpha.shape == alpha.shape
+
+
+@pytest.mark.parametrize("shape", [(128, 8, 24, 24), (128, 9216)])
+def test_pact_fused_and_eager_agree_on_layer_sized_activations(shape):
+    """A conv and a flattened activation of the seed CNN's size, 2 and 4 bits: the fused
+    kernels give the eager values and x-gradients exactly, the alpha gradient to rounding."""
+    if fused.pact_kernels() is None:
+        pytest.skip("torch.compile cannot build kernels on this machine")
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(shape, generator=g) * 3).requires_grad_()
+    upstream = torch.randn(shape, generator=g)
+    for k in (2, 4):
+        alpha = torch.tensor(3.3, requires_grad=True)
+        fused_out = pact(x, alpha, k)
+        fused_grads = torch.autograd.grad(fused_out, (x, alpha), upstream)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(fused, "pact_kernels", lambda: None)
+            eager_out = pact(x, alpha, k)
+            eager_grads = torch.autograd.grad(eager_out, (x, alpha), upstream)
+        _exact(fused_out, eager_out)
+        _exact(fused_grads[0], eager_grads[0])
+        assert fused_grads[1].item() == pytest.approx(eager_grads[1].item(), rel=1e-5)
 
 
 def test_pact_32_bits_is_relu():
