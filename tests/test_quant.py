@@ -59,13 +59,17 @@ def dorefa_reference(w: torch.Tensor, k: int, rounding=torch.round) -> torch.Ten
 # --- PACT --------------------------------------------------------------------------------
 
 
+NO_KERNELS = ("torch.compile could not build PACT's fused kernels here: they need a C++ "
+              "compiler (gcc); saliq then runs PACT eagerly")
+
+
 @pytest.fixture(params=["fused", "eager"])
 def pact_path(request, monkeypatch):
     """Each PACT test runs on the CPU's fused kernels (saliq.fused) and on the eager path."""
     if request.param == "eager":
         monkeypatch.setattr(fused, "pact_kernels", lambda: None)
-    elif fused.pact_kernels() is None:
-        pytest.skip("torch.compile cannot build kernels on this machine")
+    else:
+        assert fused.pact_kernels() is not None, NO_KERNELS
     return request.param
 
 
@@ -97,8 +101,7 @@ def test_pact_gradients_match_the_straight_through_reference(k, a, pact_path):
 def test_pact_fused_and_eager_agree_on_layer_sized_activations(shape):
     """A conv and a flattened activation of the seed CNN's size, 2 and 4 bits: the fused
     kernels give the eager values and x-gradients exactly, the alpha gradient to rounding."""
-    if fused.pact_kernels() is None:
-        pytest.skip("torch.compile cannot build kernels on this machine")
+    assert fused.pact_kernels() is not None, NO_KERNELS
     g = torch.Generator().manual_seed(0)
     x = (torch.randn(shape, generator=g) * 3).requires_grad_()
     upstream = torch.randn(shape, generator=g)
