@@ -44,13 +44,18 @@ def machine() -> dict:
     return info
 
 
-def write_result(name: str, result: dict) -> Path:
-    """Print `result` as JSON and write it to bench/results/<name>.json."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=2, sort_keys=False) + "\n"
-    path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
+def write_json(path: Path, data: dict) -> str:
+    """Write `data` as JSON atomically (an interrupted run never leaves half a file); the text."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-    print(text, end="")
+    return text
+
+
+def write_result(name: str, result: dict) -> Path:
+    """Print `result` as JSON and write it to bench/results/<name>.json."""
+    path = RESULTS / f"{name}.json"
+    print(write_json(path, result), end="")
     return path

@@ -46,7 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, machine, write_result  # noqa: E402
+from _common import RESULTS, machine, write_json, write_result  # noqa: E402
 
 from saliq.errors import TrialDiverged
 from saliq.pareto import dominates, hypervolume, non_dominated, reference_point
@@ -150,14 +150,6 @@ def load_table(path: Path, signature: str) -> dict:
             return table
         log.warning("%s is for another space or trial; rebuilding it", path)
     return {"signature": signature, "points": {}, "build_seconds": 0.0}
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Atomic write, so an interrupted build never leaves a half table behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def evaluate(sweep: Sweep, sampled: dict[str, Any]) -> dict[str, Any]:
