@@ -44,9 +44,9 @@ def keep_freed_memory() -> bool:
     it on free, so each training step page-faults its activations back in: a fifth of a QAT
     step on a 2-core CPU. Raising the threshold to glibc's ceiling (32 MiB) and keeping up to
     1 GiB of freed memory makes steps reuse their buffers. One arena: a thread other than the
-    main one (Ray Tune trains in one) would otherwise get its own arena, whose heaps shrink
-    and fault again. Once per process, before threads start where possible; a no-op (False)
-    off glibc.
+    main one (a caller that trains in a helper thread) would otherwise get its own arena,
+    whose heaps shrink and fault again. Once per process, before threads start where
+    possible; a no-op (False) off glibc.
     """
     if not sys.platform.startswith("linux"):
         return False
