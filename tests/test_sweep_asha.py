@@ -5,7 +5,6 @@ epochs it trained, stays off the frontier, and the summary counts it apart."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import yaml
@@ -21,7 +20,7 @@ GOOD = {"precision.default.weight_bits": 8, "qat.lr": 0.001}
 POOR = {"precision.default.weight_bits": 2, "qat.lr": 0.000001}
 
 
-def test_trials_stopped_by_asha_end_killed_and_stay_off_the_frontier(tmp_path):
+def test_trials_stopped_by_asha_end_killed_and_stay_off_the_frontier(tmp_path, monkeypatch):
     storage = tmp_path / "runs"
     spec = tmp_path / "asha.yaml"
     spec.write_text(yaml.safe_dump({
@@ -39,9 +38,10 @@ def test_trials_stopped_by_asha_end_killed_and_stay_off_the_frontier(tmp_path):
         "budget": {"num_samples": 4, "max_concurrent": 1},
         "storage": str(storage),
     }))
-    env = {"SALIQ_CACHE_DIR": str(tmp_path / "cache")}
-    env_clean = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    done = saliq("sweep", "run", str(spec), env={**env_clean, **env}, cwd=tmp_path)
+    # the default store: `saliq()` runs the CLI with this process's environment
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    done = saliq("sweep", "run", str(spec), env={"SALIQ_CACHE_DIR": str(tmp_path / "cache")},
+                 cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 trials finished, 0 failed, 2 stopped early by ASHA" in done.stdout
     assert done.stderr.count("stopped early by ASHA after QAT epoch 1") == 2
