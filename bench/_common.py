@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# SALIQ_BENCH_RESULTS: somewhere else than the committed results (the tests' smoke runs)
+RESULTS = Path(os.environ.get("SALIQ_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def _cpu_model() -> str:
@@ -42,6 +43,12 @@ def machine() -> dict:
         except ImportError:
             continue
     return info
+
+
+def shown(path: Path) -> str:
+    """A file as the JSON names it: relative to the repository, where the committed results are."""
+    root = Path(__file__).resolve().parent.parent
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def write_json(path: Path, data: dict) -> str:

@@ -24,8 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _common import machine, write_result  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":

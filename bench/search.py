@@ -46,7 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, machine, write_json, write_result  # noqa: E402
+from _common import RESULTS, machine, shown, write_json, write_result  # noqa: E402
 
 from saliq.errors import TrialDiverged
 from saliq.pareto import dominates, hypervolume, non_dominated, reference_point
@@ -55,7 +55,6 @@ from saliq.sweep.space import distributions, make_sampler
 from saliq.sweep.spec import Sweep, parse_sweep
 from saliq.trial import run_trial
 
-ROOT = Path(__file__).resolve().parent.parent
 FP_CACHE = RESULTS / ".cache"  # FP references (binary, ignored by git via its own .gitignore)
 
 OBJECTIVES = {"accuracy": "max", "fidelity": "max", "model_bits": "min"}
@@ -405,7 +404,7 @@ def table_summary(table: dict, path: Path) -> dict[str, Any]:
     ok = [r for r in rows if "failed" not in r]
     cpu = [r["cpu_seconds"] for r in rows if "cpu_seconds" in r]  # absent in early tables
     return {
-        "file": str(path.relative_to(ROOT)),
+        "file": shown(path),
         "points": len(rows),
         "failed": len(rows) - len(ok),
         "cached": table["cached"],
@@ -495,7 +494,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "targets_nadir_reference": targets(figs["nadir"]),
     }
     out = RESULTS / ("search-quick.json" if args.quick else "search.json")
-    result["plot"] = str(plot(figs, n, out.with_suffix(".png")).relative_to(ROOT))
+    result["plot"] = shown(plot(figs, n, out.with_suffix(".png")))
     write_result(out.stem, result)
     return result
 
