@@ -5,6 +5,7 @@ chosen output directory. A tracking URI's password is never printed."""
 from __future__ import annotations
 
 import os
+import re
 import string
 from pathlib import Path
 
@@ -156,6 +157,8 @@ def test_random_bytes_as_config(blob, tmp_path, capsys):
     ({"objective": {"weighted": {"acuracy": 1.0}}}, "unknown metric 'acuracy'"),
     ({"sampler": {"type": "grid"}}, "choice list"),
     ({"resources": {"gpu": -1}}, "sweep.resources.gpu"),
+    ({"resources": {"gpu": 1.5}}, "sweep.resources.gpu: 1.5 GPUs per trial: above 1 a GPU "
+                                  "count must be whole"),
     ({"scheduler": {"type": "asha"}, "objective": {"pareto": {"accuracy": "max"}}}, "ASHA"),
     ({"search": {"precision.layers.conv9.act_bits": {"choice": [2]}}}, "no layer 'conv9'"),
     ({"enqueue": [{"precision.default.weight_bits": 3}]}, "sweep.enqueue[0]"),
@@ -197,6 +200,46 @@ def test_unreachable_tracking_server_fails_before_anything_is_written(tmp_path):
     assert "alice:***@127.0.0.1:9" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_trials_no_node_can_run_fail_before_anything_is_left_behind(tmp_path, monkeypatch):
+    # Ray would queue them forever: the local Ray's resources are known once it has started
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**VALID_SPEC, "storage": str(tmp_path / "runs"),
+                                    "resources": {"cpu": 1, "gpu": 64}}))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the local store, under runs/
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    done = run_cli("sweep", "run", str(spec), cwd=tmp_path, timeout=300)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(
+        r"saliq: resources: a trial asks for 1 CPU and 64 GPU, more than this machine's local "
+        r"Ray has \(\d+ CPU, \d+ GPU\): lower resources.cpu / resources.gpu in the sweep "
+        r"spec, or run the sweep on a cluster that has them \(--address\)", lines[0]), lines
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_cluster_without_a_node_for_a_trial_is_warned_about_not_refused(monkeypatch, caplog):
+    # an autoscaler may still add the node the trials wait for
+    import ray
+
+    from saliq.sweep.runner import ResourcesUnavailable, _check_resources
+    from saliq.sweep.spec import ResourcesSpec
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 8.0}},
+             {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 1.0}}]  # a dead node: no use
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
+    wanted = ResourcesSpec(cpu=2, gpu=0.5)
+    _check_resources(wanted, local=False)
+    assert "no node of the Ray cluster has 2 CPU and 0.5 GPU for a trial (nodes: 8 CPU, 0 GPU)" \
+        in caplog.text
+    with pytest.raises(ResourcesUnavailable, match="more than this machine's local Ray has"):
+        _check_resources(wanted, local=True)
+    caplog.clear()
+    nodes[1]["Alive"] = True
+    _check_resources(wanted, local=True)  # fits on the GPU node
+    assert caplog.text == ""
 
 
 def test_file_store_is_refused(tmp_path, capsys):

@@ -26,7 +26,7 @@ import yaml
 
 from saliq import tracking
 from saliq.errors import ConfigError, SaliqError
-from saliq.sweep.spec import Sweep, parse_sweep
+from saliq.sweep.spec import ResourcesSpec, Sweep, parse_sweep
 from saliq.sweep.trainable import QATTrainable, SweepContext
 
 __all__ = ["SweepOutcome", "resume_sweep", "run_sweep", "sweep_dir"]
@@ -62,11 +62,16 @@ def sweep_dir(storage: str | Path, name: str) -> Path:
 
 # ---- Ray -------------------------------------------------------------------------------
 
-def _init_ray(address: str | None, dashboard: bool) -> None:
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _init_ray(address: str | None, dashboard: bool) -> bool:
+    """Connect to the cluster at `address` (or RAY_ADDRESS), else start a local Ray: True for
+    a local Ray started here (a fixed set of resources: no autoscaler adds any)."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     address = address or os.environ.get("RAY_ADDRESS")
     try:
         if address:
@@ -74,13 +79,42 @@ def _init_ray(address: str | None, dashboard: bool) -> None:
         else:
             # A local Ray: no dashboard unless asked for, and then on 127.0.0.1 only. Ray 2.60
             # has no loopback-only mode for its GCS and raylet ports (it resolves 127.0.0.1 to
-            # the machine's address); they require its auth token, which it enables by default.
+            # the machine's address); they require its auth token, which it enables by default
+            # (and warns about at every start: the README's Security section says it once).
+            logging.getLogger(_RAY_AUTH_LOGGER).setLevel(logging.ERROR)
             ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1",
                      log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise SaliqError(f"cannot reach the Ray cluster at {address} ({str(e).splitlines()[0]}): "
-                         "check --address / RAY_ADDRESS and that `ray status` works there"
-                         ) from None
+        reason = str(e).splitlines()[0]
+        if not address:
+            raise SaliqError(f"cannot start a local Ray ({reason}): see `ray status`, and "
+                             "/tmp/ray/session_latest/logs for why") from None
+        raise SaliqError(f"cannot reach the Ray cluster at {address} ({reason}): check "
+                         "--address / RAY_ADDRESS and that `ray status` works there") from None
+    return not address
+
+
+class ResourcesUnavailable(ConfigError):
+    """No node of the local Ray can ever run a trial of this sweep."""
+
+
+def _check_resources(resources: ResourcesSpec, local: bool) -> None:
+    """A trial that asks for more than any node has waits forever: on the local Ray, say so
+    now; on a cluster, warn (an autoscaler may still add such a node)."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    if any(n.get("CPU", 0) >= resources.cpu and n.get("GPU", 0) >= resources.gpu for n in nodes):
+        return
+    have = "; ".join(sorted({f"{n.get('CPU', 0):g} CPU, {n.get('GPU', 0):g} GPU" for n in nodes}))
+    if local:
+        raise ResourcesUnavailable(
+            f"resources: a trial asks for {resources.describe()}, more than this machine's "
+            f"local Ray has ({have}): lower resources.cpu / resources.gpu in the sweep spec, "
+            "or run the sweep on a cluster that has them (--address)")
+    log.warning("no node of the Ray cluster has %s for a trial (nodes: %s): the trials wait "
+                "until an autoscaler adds one; lower resources.cpu / resources.gpu otherwise",
+                resources.describe(), have)
 
 
 def _fp_task(config_json: str) -> dict:
@@ -262,7 +296,7 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
             stack.callback(server.__exit__, None, None, None)
             server.start()
             worker_uri = server.url
-        _init_ray(address, dashboard)
+        _check_resources(sweep.spec.resources, _init_ray(address, dashboard))
         refs, training = _submit_references(sweep, storage / "fp-cache")
         if server is not None:
             server.wait_ready()
@@ -321,6 +355,9 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | N
     """Start `sweep`: everything is validated and reachable before anything is written."""
     root = sweep_dir(storage or sweep.spec.storage, sweep.name)
     uri = tracking.resolve_tracking_uri(tracking_uri, sweep.spec.mlflow.tracking_uri, root.parent)
+    new_storage = not root.parent.exists()
+    store = tracking.sqlite_path(uri) if tracking.is_sqlite(uri) else None
+    new_store = store is not None and not store.exists()
     tracking.check_reachable(uri)
     if (root / "sweep.json").exists():
         if not restart:
@@ -338,7 +375,15 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | N
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     _write_atomic(root / "sweep.json", json.dumps(record, indent=2))
-    return _execute(sweep, root, record, uri, address=address, dashboard=dashboard, restore=False)
+    try:
+        return _execute(sweep, root, record, uri, address=address, dashboard=dashboard,
+                        restore=False)
+    except ResourcesUnavailable:
+        # found before any trial ran: the sweep never started, and leaves nothing behind
+        shutil.rmtree(root.parent if new_storage else root)
+        if new_store:
+            store.unlink(missing_ok=True)
+        raise
 
 
 def resolve_sweep_dir(target: str, storage: str | None) -> Path:

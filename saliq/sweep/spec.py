@@ -116,6 +116,18 @@ class ResourcesSpec(_Spec):
     cpu: Annotated[float, Field(gt=0, le=1024)] = 1.0
     gpu: Annotated[float, Field(ge=0, le=64)] = 0.0
 
+    @field_validator("gpu")
+    @classmethod
+    def _whole_above_one(cls, value: float) -> float:
+        # Ray's rule: a fraction of one GPU shares it; more than one GPU is a whole number
+        if value > 1 and not value.is_integer():
+            raise ValueError(f"{value:g} GPUs per trial: above 1 a GPU count must be whole "
+                             "(a fraction shares one GPU, e.g. 0.25)")
+        return value
+
+    def describe(self) -> str:
+        return f"{self.cpu:g} CPU and {self.gpu:g} GPU"
+
 
 class MlflowSpec(_Spec):
     tracking_uri: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
