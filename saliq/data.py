@@ -33,6 +33,7 @@ __all__ = [
     "download",
     "imbalance_indices",
     "load_dataset",
+    "locate",
     "prepare_data",
     "probe_indices",
     "subset_indices",
@@ -229,24 +230,34 @@ def _info(name: str) -> DatasetInfo:
 
 def available(data_root: str | Path | None = None) -> dict[str, str | None]:
     """Where each dataset would be read from now, or None where it cannot be found."""
-    root = Path(data_root) if data_root else None
-    found = {}
-    for name, info in DATASETS.items():
-        hits = [f(root) for f in info.finders]
-        found[name] = next((h[0] for h in hits if h is not None), None)
+    found: dict[str, str | None] = {}
+    for name in DATASETS:
+        try:
+            found[name] = locate(name, data_root)
+        except DataNotFound:
+            found[name] = None
     return found
 
 
-@lru_cache(maxsize=4)
-def _load_cached(name: str, data_root: str | None) -> RawDataset:
+def _find(name: str, data_root: str | Path | None) -> tuple[str, Callable[[], RawDataset]]:
     info = _info(name)
     root = Path(data_root) if data_root else None
     for finder in info.finders:
         hit = finder(root)
         if hit is not None:
-            return hit[1]()
+            return hit
     where = f" (looked in --data-root {data_root} too)" if data_root else ""
     raise DataNotFound(f"dataset {name} not found{where}: {info.how_to_get}")
+
+
+def locate(name: str, data_root: str | Path | None = None) -> str:
+    """Where `name` would be read from, without reading it; DataNotFound says how to get it."""
+    return _find(name, data_root)[0]
+
+
+@lru_cache(maxsize=4)
+def _load_cached(name: str, data_root: str | None) -> RawDataset:
+    return _find(name, data_root)[1]()
 
 
 def load_dataset(name: str, data_root: str | Path | None = None) -> RawDataset:

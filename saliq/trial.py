@@ -30,7 +30,7 @@ from saliq import reference
 from saliq.config import TrialConfig, parse_trial_config
 from saliq.cost import bitops, model_bits
 from saliq.data import DATASETS, TrialData, prepare_data
-from saliq.errors import TrialDiverged
+from saliq.errors import SaliqError, TrialDiverged
 from saliq.groups import class_gradient_norms, class_hessian_top_eigenvalues, group_metrics
 from saliq.quant import FULL_PRECISION, PACT, calibrate_alphas
 from saliq.saliency import attribute, deletion_auc, fidelity, save_grid, spearman
@@ -74,9 +74,20 @@ class TrialResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The config's device; one this process cannot use is an error a user can act on."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count <= (device.index or 0):
+            have = f"only cuda:0-{count - 1}" if count else "no CUDA device"
+            raise SaliqError(f"device: {name}, but this process sees {have}: use device: auto "
+                             "(the GPU where there is one, else the CPU) or cpu")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise SaliqError("device: mps, but Apple's Metal backend is not available here: use "
+                         "device: auto or cpu")
+    return device
 
 
 def plan_label(bits: dict[str, tuple[int, int]]) -> str:

@@ -10,6 +10,7 @@ import string
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -159,6 +160,9 @@ def test_random_bytes_as_config(blob, tmp_path, capsys):
     ({"resources": {"gpu": -1}}, "sweep.resources.gpu"),
     ({"resources": {"gpu": 1.5}}, "sweep.resources.gpu: 1.5 GPUs per trial: above 1 a GPU "
                                   "count must be whole"),
+    ({"trial": {"dataset": "fashion-mnist", "device": "cuda"}},
+     "sweep.trial.device: cuda needs resources.gpu > 0 (Ray hides the GPUs from trials that "
+     "ask for none)"),
     ({"scheduler": {"type": "asha"}, "objective": {"pareto": {"accuracy": "max"}}}, "ASHA"),
     ({"search": {"precision.layers.conv9.act_bits": {"choice": [2]}}}, "no layer 'conv9'"),
     ({"enqueue": [{"precision.default.weight_bits": 3}]}, "sweep.enqueue[0]"),
@@ -240,6 +244,69 @@ def test_a_cluster_without_a_node_for_a_trial_is_warned_about_not_refused(monkey
     nodes[1]["Alive"] = True
     _check_resources(wanted, local=True)  # fits on the GPU node
     assert caplog.text == ""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has the device")
+def test_a_device_this_machine_lacks_is_one_line(tmp_path, capsys):
+    path = tmp_path / "trial.yaml"
+    path.write_text(yaml.safe_dump({**VALID_TRIAL, "device": "cuda"}))
+    line = _one_line_error(capsys, main(["trial", "--config", str(path),
+                                         "--out", str(tmp_path / "out")]))
+    assert line == ("saliq: device: cuda, but this process sees no CUDA device: use device: "
+                    "auto (the GPU where there is one, else the CPU) or cpu")
+    assert not (tmp_path / "out").exists()
+
+
+def _cifar_spec(tmp_path: Path) -> Path:
+    """A sweep of CIFAR-10, which no offline source here has (its own empty data folders)."""
+    (tmp_path / "no-data").mkdir()
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        **VALID_SPEC, "storage": str(tmp_path / "runs"),
+        "trial": {"dataset": "cifar10", "data_root": str(tmp_path / "no-data"),
+                  "limit": {"train": 100, "test": 50}, "device": "cpu"}}))
+    return spec
+
+
+def test_a_missing_dataset_stops_a_local_sweep_before_anything_is_written(
+        tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SALIQ_DATA_DIR", str(tmp_path / "no-downloads"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    line = _one_line_error(capsys, main(["sweep", "run", str(_cifar_spec(tmp_path))]))
+    assert line.startswith(f"saliq: dataset cifar10 not found (looked in --data-root "
+                           f"{tmp_path / 'no-data'} too): pass --data-root DIR")
+    assert line.endswith("(a sweep spec gives --data-root as trial.data_root)")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_dataset_missing_on_the_workers_fails_the_sweep_in_one_line(tmp_path, monkeypatch):
+    # On a cluster saliq cannot see the nodes' disks: the FP reference's task finds out there
+    import ray
+
+    from saliq import tracking
+    from saliq.errors import DataNotFound
+    from saliq.sweep.runner import run_sweep
+    from saliq.sweep.spec import load_sweep
+
+    monkeypatch.setenv("SALIQ_DATA_DIR", str(tmp_path / "no-downloads"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"SALIQ_DATA_DIR": str(tmp_path / "no-downloads")}})
+    try:  # a Ray that saliq did not start: it cannot tell where the trials will run
+        with pytest.raises(DataNotFound) as failed:
+            run_sweep(load_sweep(_cifar_spec(tmp_path)))
+    finally:
+        ray.shutdown()
+    message = str(failed.value)
+    assert message.startswith("FP reference ") and "dataset cifar10 not found" in message
+    assert message.endswith("(a sweep spec gives --data-root as trial.data_root); once fixed, "
+                            "`saliq sweep resume fuzz` trains it again")
+    client = tracking.make_client(tracking.default_store(tmp_path / "runs"))
+    [parent] = client.search_runs([client.get_experiment_by_name("fuzz").experiment_id])
+    assert parent.info.status == "FAILED"
+    assert "dataset cifar10 not found" in parent.data.tags[tracking.TAG_REASON]
 
 
 def test_file_store_is_refused(tmp_path, capsys):

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from saliq import tracking
-from saliq.errors import ConfigError, SaliqError
+from saliq.errors import ConfigError, DataNotFound, SaliqError
 from saliq.sweep.spec import ResourcesSpec, Sweep, parse_sweep
 from saliq.sweep.trainable import QATTrainable, SweepContext
 
@@ -63,6 +63,27 @@ def sweep_dir(storage: str | Path, name: str) -> Path:
 # ---- Ray -------------------------------------------------------------------------------
 
 _RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _starts_local_ray(address: str | None) -> bool:
+    import ray
+
+    return not (ray.is_initialized() or address or os.environ.get("RAY_ADDRESS"))
+
+
+def _check_datasets(sweep: Sweep) -> None:
+    """On this machine's own Ray the trials read their datasets here: a missing one is said
+    before anything is written (a cluster's nodes may hold data this machine lacks)."""
+    from saliq.data import locate
+
+    for variant in sweep.recipe_variants():
+        try:
+            locate(variant.dataset, variant.data_root)
+        except DataNotFound as e:
+            raise DataNotFound(f"{e} ({_DATA_ROOT_IN_SPEC})") from None
+
+
+_DATA_ROOT_IN_SPEC = "a sweep spec gives --data-root as trial.data_root"
 
 
 def _init_ray(address: str | None, dashboard: bool) -> bool:
@@ -181,7 +202,15 @@ def _collect_references(refs: dict, pending: dict, cache: Path,
     from saliq.reference import FPReference
 
     for key, future in pending.items():
-        out = ray.get(future)
+        try:
+            out = ray.get(future)
+        except ray.exceptions.RayTaskError as e:
+            if isinstance(e.cause, DataNotFound):  # on that worker's node
+                raise DataNotFound(f"FP reference {key}: {e.cause} ({_DATA_ROOT_IN_SPEC})"
+                                   ) from None
+            if isinstance(e.cause, SaliqError):
+                raise SaliqError(f"FP reference {key}: {e.cause}") from None
+            raise
         ref = FPReference(**out["reference"])
         refs[key] = ref
         cache.mkdir(parents=True, exist_ok=True)
@@ -317,7 +346,13 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
         record.update(experiment_id=experiment_id, parent_run_id=parent.info.run_id)
         _write_atomic(root / "sweep.json", json.dumps(record, indent=2))
 
-        refs = _collect_references(refs, training, storage / "fp-cache", parent_log)
+        try:
+            refs = _collect_references(refs, training, storage / "fp-cache", parent_log)
+        except SaliqError as e:  # no trial ran: the parent run says why, resume starts over
+            parent_log.set_tag(tracking.TAG_REASON, str(e))
+            parent_log.set_status("FAILED")
+            raise type(e)(f"{e}; once fixed, `saliq sweep resume {sweep.name}` trains it "
+                          "again") from None
         context = SweepContext(sweep, record["sweep_id"], experiment_id, parent.info.run_id,
                                worker_uri)
         if restore:
@@ -358,6 +393,8 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | N
     new_storage = not root.parent.exists()
     store = tracking.sqlite_path(uri) if tracking.is_sqlite(uri) else None
     new_store = store is not None and not store.exists()
+    if _starts_local_ray(address):
+        _check_datasets(sweep)
     tracking.check_reachable(uri)
     if (root / "sweep.json").exists():
         if not restart:
@@ -419,6 +456,8 @@ def resume_sweep(target: str, *, address: str | None = None, tracking_uri: str |
                           "USERNAME / MLFLOW_TRACKING_PASSWORD)")
     uri = tracking.resolve_tracking_uri(tracking_uri or record["tracking_uri"], None, root.parent)
     tracking.check_reachable(uri)
+    if _starts_local_ray(address):
+        _check_datasets(sweep)
     if not tune.Tuner.can_restore(str(root / "tune")):
         # killed before Tune wrote its first state: nothing ran, so start the trials afresh
         return _execute(sweep, root, record, uri, address=address, dashboard=dashboard,

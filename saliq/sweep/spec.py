@@ -363,6 +363,12 @@ def _check_plan(sweep: Sweep, where: str) -> None:
         if spec.budget.num_samples > sweep.grid_size():
             raise ConfigError(f"{where}.budget.num_samples: {spec.budget.num_samples} is more "
                               f"than the grid's {sweep.grid_size()} points")
+    devices = {sweep.base.device, *getattr(sweep.dims.get("device"), "values", ())}
+    cuda = sorted(d for d in devices if str(d).startswith("cuda"))
+    if cuda and spec.resources.gpu == 0:
+        raise ConfigError(f"{where}.trial.device: {cuda[0]} needs resources.gpu > 0 (Ray hides "
+                          "the GPUs from trials that ask for none): set resources.gpu, or use "
+                          "device: auto")
     if not sweep.dims and spec.budget.num_samples > 1:
         raise ConfigError(f"{where}.search: empty, so every trial would be the same; add a "
                           "dimension or set budget.num_samples to 1")
