@@ -81,7 +81,8 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count <= (device.index or 0):
-            have = f"only cuda:0-{count - 1}" if count else "no CUDA device"
+            visible = ", ".join(f"cuda:{i}" for i in range(count))
+            have = f"only {visible}" if count else "no CUDA device"
             raise SaliqError(f"device: {name}, but this process sees {have}: use device: auto "
                              "(the GPU where there is one, else the CPU) or cpu")
     elif device.type == "mps" and not torch.backends.mps.is_available():

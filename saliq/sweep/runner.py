@@ -63,6 +63,7 @@ def sweep_dir(storage: str | Path, name: str) -> Path:
 # ---- Ray -------------------------------------------------------------------------------
 
 _RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+_DATA_ROOT_IN_SPEC = "a sweep spec gives --data-root as trial.data_root"
 
 
 def _starts_local_ray(address: str | None) -> bool:
@@ -83,14 +84,12 @@ def _check_datasets(sweep: Sweep) -> None:
             raise DataNotFound(f"{e} ({_DATA_ROOT_IN_SPEC})") from None
 
 
-_DATA_ROOT_IN_SPEC = "a sweep spec gives --data-root as trial.data_root"
-
-
 def _init_ray(address: str | None, dashboard: bool) -> bool:
     """Connect to the cluster at `address` (or RAY_ADDRESS), else start a local Ray: True for
     a local Ray started here (a fixed set of resources: no autoscaler adds any)."""
     import ray
 
+    local = _starts_local_ray(address)
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")
@@ -107,12 +106,12 @@ def _init_ray(address: str | None, dashboard: bool) -> bool:
                      log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as e:
         reason = str(e).splitlines()[0]
-        if not address:
+        if local:
             raise SaliqError(f"cannot start a local Ray ({reason}): see `ray status`, and "
                              "/tmp/ray/session_latest/logs for why") from None
         raise SaliqError(f"cannot reach the Ray cluster at {address} ({reason}): check "
                          "--address / RAY_ADDRESS and that `ray status` works there") from None
-    return not address
+    return local
 
 
 class ResourcesUnavailable(ConfigError):
