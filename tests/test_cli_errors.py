@@ -309,6 +309,18 @@ def test_a_dataset_missing_on_the_workers_fails_the_sweep_in_one_line(tmp_path, 
     assert "dataset cifar10 not found" in parent.data.tags[tracking.TAG_REASON]
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1:9", "ray://127.0.0.1:9"])
+def test_unreachable_ray_cluster_fails_in_seconds_before_anything_is_written(
+        address, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**VALID_SPEC, "storage": str(tmp_path / "runs")}))
+    line = _one_line_error(capsys, main(["sweep", "run", str(spec), "--address", address]))
+    assert line == (f"saliq: cannot reach the Ray cluster at {address} (Connection refused): "
+                    "check --address / RAY_ADDRESS and that `ray status` works there")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_file_store_is_refused(tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({**VALID_SPEC, "storage": str(tmp_path / "runs")}))

@@ -72,6 +72,23 @@ def _starts_local_ray(address: str | None) -> bool:
     return not (ray.is_initialized() or address or os.environ.get("RAY_ADDRESS"))
 
 
+def _check_ray_address(address: str | None) -> None:
+    """An unreachable cluster, said in seconds: Ray's own connect retries for minutes."""
+    import socket
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local"):
+        return  # auto: the cluster this machine started, found by Ray itself
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        host, port = address.removeprefix("ray://"), "6379"  # Ray's default GCS port
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise SaliqError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}): check "
+                         "--address / RAY_ADDRESS and that `ray status` works there") from None
+
+
 def _check_datasets(sweep: Sweep) -> None:
     """On this machine's own Ray the trials read their datasets here: a missing one is said
     before anything is written (a cluster's nodes may hold data this machine lacks)."""
@@ -392,6 +409,7 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | N
     new_storage = not root.parent.exists()
     store = tracking.sqlite_path(uri) if tracking.is_sqlite(uri) else None
     new_store = store is not None and not store.exists()
+    _check_ray_address(address)
     if _starts_local_ray(address):
         _check_datasets(sweep)
     tracking.check_reachable(uri)
@@ -455,6 +473,7 @@ def resume_sweep(target: str, *, address: str | None = None, tracking_uri: str |
                           "USERNAME / MLFLOW_TRACKING_PASSWORD)")
     uri = tracking.resolve_tracking_uri(tracking_uri or record["tracking_uri"], None, root.parent)
     tracking.check_reachable(uri)
+    _check_ray_address(address)
     if _starts_local_ray(address):
         _check_datasets(sweep)
     if not tune.Tuner.can_restore(str(root / "tune")):
