@@ -124,6 +124,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                              ) from None
         return
     if not uri.startswith(("http://", "https://")):
+        if not uri.startswith("databricks"):
+            _check_database(uri, timeout)
         return
     url = uri.rstrip("/") + "/health"
     try:
@@ -133,6 +135,35 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         reason = getattr(e, "reason", e)
         raise SaliqError(f"MLflow tracking server {redact(uri)} is unreachable ({reason}): start "
                          "it, or fix mlflow.tracking_uri / --tracking-uri") from None
+
+
+# SQLAlchemy's dialects name no port of their own
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def _check_database(uri: str, timeout: float) -> None:
+    """A database tracking URI: its driver installed here (SQLAlchemy picks it from the
+    scheme) and its server accepting connections."""
+    import socket
+
+    import sqlalchemy
+
+    url = sqlalchemy.engine.make_url(uri)
+    dialect = url.get_dialect()
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        raise SaliqError(f"tracking URI {redact(uri)}: its database driver {dialect.driver} is "
+                         f"not installed ({e}): install it (PostgreSQL: pip install "
+                         "'psycopg[binary]'), or log to an MLflow server (http://...)") from None
+    port = url.port or _DEFAULT_PORTS.get(url.get_backend_name())
+    if url.host and port:
+        try:
+            socket.create_connection((url.host, port), timeout=timeout).close()
+        except OSError as e:
+            raise SaliqError(f"tracking database {redact(uri)} is unreachable "
+                             f"({e.strerror or e}): start it, or fix mlflow.tracking_uri / "
+                             "--tracking-uri") from None
 
 
 def make_client(uri: str):

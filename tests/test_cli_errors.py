@@ -321,6 +321,40 @@ def test_unreachable_ray_cluster_fails_in_seconds_before_anything_is_written(
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("uri, expected", [
+    ("postgresql://mlflow:s3cr3t-pw@127.0.0.1:9/mlflow",
+     "saliq: tracking database postgresql://mlflow:***@127.0.0.1:9/mlflow is unreachable "
+     "(Connection refused): start it, or fix mlflow.tracking_uri / --tracking-uri"),
+    ("postgresql+pg8000://mlflow:s3cr3t-pw@127.0.0.1/mlflow",
+     "saliq: tracking URI postgresql+pg8000://mlflow:***@127.0.0.1/mlflow: its database driver "
+     "pg8000 is not installed (No module named 'pg8000'): install it (PostgreSQL: pip install "
+     "'psycopg[binary]'), or log to an MLflow server (http://...)"),
+])
+def test_database_tracking_uris_are_checked_before_anything_is_written(
+        uri, expected, tmp_path, capsys):
+    # postgresql:// works as it is: SQLAlchemy's default driver for it (psycopg 3) is installed
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**VALID_SPEC, "storage": str(tmp_path / "runs")}))
+    assert _one_line_error(capsys, main(["sweep", "run", str(spec), "--tracking-uri", uri])
+                           ) == expected
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_store_uri_is_opened_with_mlflow_ui_and_a_server_url_directly(tmp_path):
+    from saliq.sweep.runner import SweepOutcome, describe
+
+    def ui_line(uri: str) -> str:
+        outcome = SweepOutcome("s", "s-1", "s", "3", uri, 1, 0, None, 1.0)
+        return next(line for line in describe(outcome, tmp_path / "s")
+                    if line.startswith("open the MLflow UI"))
+
+    page = "#/experiments/3?workflowType=machine_learning"
+    assert ui_line("postgresql://u:pw@db:5432/mlflow") == (
+        "open the MLflow UI:  mlflow ui --backend-store-uri postgresql://u:***@db:5432/mlflow "
+        f"--host 127.0.0.1 --port 5000   then http://127.0.0.1:5000/{page}")
+    assert ui_line("http://u:pw@mlflow:5000/") == f"open the MLflow UI:  http://u:***@mlflow:5000/{page}"
+
+
 def test_file_store_is_refused(tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({**VALID_SPEC, "storage": str(tmp_path / "runs")}))

@@ -493,9 +493,9 @@ def describe(outcome: SweepOutcome, root: Path) -> list[str]:
         lines.append(f"Pareto frontier: {outcome.frontier_path}")
     # MLflow 3's UI opens in its GenAI view unless the URL asks for the model-training one
     page = f"#/experiments/{outcome.experiment_id}?workflowType=machine_learning"
-    if tracking.is_sqlite(uri):
-        lines.append(f"open the MLflow UI:  mlflow ui --backend-store-uri {uri} "
-                     f"--host 127.0.0.1 --port 5000   then http://127.0.0.1:5000/{page}")
+    if not uri.startswith(("http://", "https://")):  # a store, not a server: serve it
+        lines.append(f"open the MLflow UI:  mlflow ui --backend-store-uri {tracking.redact(uri)}"
+                     f" --host 127.0.0.1 --port 5000   then http://127.0.0.1:5000/{page}")
     else:
         lines.append(f"open the MLflow UI:  {tracking.redact(uri).rstrip('/')}/{page}")
     export = f"saliq pareto export --experiment {outcome.experiment}"
