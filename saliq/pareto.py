@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from saliq.errors import ConfigError
+from saliq.errors import ConfigError, SaliqError
 
 __all__ = [
     "DIRECTIONS",
@@ -160,8 +161,18 @@ def export_frontier(client, experiment: str, out: str | Path, *,
     directions = [d for _, d in objectives]
 
     finished = [r for r in records if r.status == "FINISHED"]
+    reported = set().union(*(r.metrics for r in finished))
+    unknown = [m for m in names if m not in reported]
+    if finished and unknown:
+        shown = sorted({re.sub(r"_\d+$", "_<class>", m) for m in reported})
+        raise ConfigError(f"objectives: no finished trial of {experiment} reports "
+                          f"{', '.join(map(repr, unknown))} (they report: {', '.join(shown)})")
     candidates = [r for r in finished
                   if all(math.isfinite(r.metrics.get(m, math.nan)) for m in names)]
+    if not candidates:
+        raise SaliqError(f"no finished trial of {experiment} has finite "
+                         f"{', '.join(names)}: no frontier to export (see its runs' "
+                         "saliq.failure_reason tags)")
     points = [[r.metrics[m] for m in names] for r in candidates]
     front = non_dominated(points, directions)
     first = 0
