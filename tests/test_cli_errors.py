@@ -355,6 +355,37 @@ def test_a_store_uri_is_opened_with_mlflow_ui_and_a_server_url_directly(tmp_path
     assert ui_line("http://u:pw@mlflow:5000/") == f"open the MLflow UI:  http://u:***@mlflow:5000/{page}"
 
 
+def test_a_sweep_has_one_driver_at_a_time(tmp_path, capsys, monkeypatch):
+    # a second driver (a resume of a sweep that still runs, or a --restart of it) would
+    # sample and log its trials twice; a driver killed by SIGKILL blocks nothing
+    import signal
+    import subprocess
+    import sys
+
+    from saliq.sweep.runner import _driver_lock
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**VALID_SPEC, "storage": str(tmp_path / "runs")}))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path\n"
+         "from saliq.sweep.runner import _driver_lock\n"
+         "with _driver_lock(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(600)",
+         str(tmp_path / "runs" / "fuzz")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        line = _one_line_error(capsys, main(["sweep", "run", str(spec), "--restart"]))
+        assert line == (f"saliq: sweep 'fuzz' is running (its driver is process {holder.pid}): "
+                        "let it finish, or stop it, before running or resuming it again")
+        assert not (tmp_path / "runs" / "fuzz").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with _driver_lock(tmp_path / "runs" / "fuzz"):  # the dead driver's lock went with it
+        pass
+
+
 def test_file_store_is_refused(tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({**VALID_SPEC, "storage": str(tmp_path / "runs")}))

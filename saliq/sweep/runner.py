@@ -5,12 +5,14 @@ Storage layout of a sweep (`<storage>/<name>/`):
     spec.yaml    the spec as validated
     tune/        Ray Tune's experiment state and trial checkpoints (what resume reads)
     frontier.yaml
-and, shared by the sweeps of one storage: `fp-cache/` (FP references by recipe) and, for
-the local default store, `mlflow.db` and `mlartifacts/`.
+beside it `<name>.lock` (held by the sweep's running driver), and, shared by the sweeps of
+one storage: `fp-cache/` (FP references by recipe) and, for the local default store,
+`mlflow.db` and `mlartifacts/`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import logging
@@ -18,7 +20,8 @@ import os
 import shutil
 import time
 import uuid
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -312,6 +315,28 @@ def _trainable(context: SweepContext, refs: dict):
 
 # ---- the sweep's lifecycle ------------------------------------------------------------
 
+@contextmanager
+def _driver_lock(root: Path) -> Iterator[None]:
+    """The sweep's one driver: a second one (a resume while the first still runs, a --restart
+    of it) would sample and log its trials twice. The OS drops the lock when the driver dies,
+    even by SIGKILL, so a crashed driver never blocks the resume."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root.parent / f"{root.name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise SaliqError(f"sweep {root.name!r} is running (its driver is process {holder}):"
+                             " let it finish, or stop it, before running or resuming it again"
+                             ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _record(root: Path) -> dict:
     try:
         return json.loads((root / "sweep.json").read_text())
@@ -407,17 +432,23 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | N
     root = sweep_dir(storage or sweep.spec.storage, sweep.name)
     uri = tracking.resolve_tracking_uri(tracking_uri, sweep.spec.mlflow.tracking_uri, root.parent)
     new_storage = not root.parent.exists()
-    store = tracking.sqlite_path(uri) if tracking.is_sqlite(uri) else None
-    new_store = store is not None and not store.exists()
+    new_store = tracking.is_sqlite(uri) and not tracking.sqlite_path(uri).exists()
     _check_ray_address(address)
     if _starts_local_ray(address):
         _check_datasets(sweep)
     tracking.check_reachable(uri)
-    if (root / "sweep.json").exists():
-        if not restart:
-            raise ConfigError(f"sweep {sweep.name!r} already exists in {root}: continue it with "
-                              f"`saliq sweep resume {sweep.name}`, or start over with --restart")
-        shutil.rmtree(root)
+    with _driver_lock(root):
+        if (root / "sweep.json").exists():
+            if not restart:
+                raise ConfigError(f"sweep {sweep.name!r} already exists in {root}: continue it "
+                                  f"with `saliq sweep resume {sweep.name}`, or start over with "
+                                  "--restart")
+            shutil.rmtree(root)
+        return _start(sweep, root, uri, address, dashboard, new_storage, new_store)
+
+
+def _start(sweep: Sweep, root: Path, uri: str, address: str | None, dashboard: bool,
+           new_storage: bool, new_store: bool) -> SweepOutcome:
     root.mkdir(parents=True, exist_ok=True)
     _write_atomic(root / "spec.yaml", yaml.safe_dump(sweep.spec.model_dump(), sort_keys=False))
     record = {
@@ -436,7 +467,7 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | N
         # found before any trial ran: the sweep never started, and leaves nothing behind
         shutil.rmtree(root.parent if new_storage else root)
         if new_store:
-            store.unlink(missing_ok=True)
+            tracking.sqlite_path(uri).unlink(missing_ok=True)
         raise
 
 
@@ -476,11 +507,11 @@ def resume_sweep(target: str, *, address: str | None = None, tracking_uri: str |
     _check_ray_address(address)
     if _starts_local_ray(address):
         _check_datasets(sweep)
-    if not tune.Tuner.can_restore(str(root / "tune")):
-        # killed before Tune wrote its first state: nothing ran, so start the trials afresh
+    with _driver_lock(root):
+        # no Tune state (killed before Tune wrote its first): nothing ran, trials start afresh
+        restore = tune.Tuner.can_restore(str(root / "tune"))
         return _execute(sweep, root, record, uri, address=address, dashboard=dashboard,
-                        restore=False)
-    return _execute(sweep, root, record, uri, address=address, dashboard=dashboard, restore=True)
+                        restore=restore)
 
 
 def describe(outcome: SweepOutcome, root: Path) -> list[str]:
