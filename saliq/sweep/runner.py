@@ -92,11 +92,14 @@ def _check_ray_address(address: str | None) -> None:
                          "--address / RAY_ADDRESS and that `ray status` works there") from None
 
 
-def _check_datasets(sweep: Sweep) -> None:
-    """On this machine's own Ray the trials read their datasets here: a missing one is said
-    before anything is written (a cluster's nodes may hold data this machine lacks)."""
+def _check_ray_side(sweep: Sweep, address: str | None) -> None:
+    """Before anything is written: the cluster reachable, and on this machine's own Ray the
+    datasets here (a cluster's nodes may hold data this machine lacks)."""
     from saliq.data import locate
 
+    _check_ray_address(address)
+    if not _starts_local_ray(address):
+        return
     for variant in sweep.recipe_variants():
         try:
             locate(variant.dataset, variant.data_root)
@@ -433,9 +436,7 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | N
     uri = tracking.resolve_tracking_uri(tracking_uri, sweep.spec.mlflow.tracking_uri, root.parent)
     new_storage = not root.parent.exists()
     new_store = tracking.is_sqlite(uri) and not tracking.sqlite_path(uri).exists()
-    _check_ray_address(address)
-    if _starts_local_ray(address):
-        _check_datasets(sweep)
+    _check_ray_side(sweep, address)
     tracking.check_reachable(uri)
     with _driver_lock(root):
         if (root / "sweep.json").exists():
@@ -444,11 +445,19 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | N
                                   f"with `saliq sweep resume {sweep.name}`, or start over with "
                                   "--restart")
             shutil.rmtree(root)
-        return _start(sweep, root, uri, address, dashboard, new_storage, new_store)
+        try:
+            return _start(sweep, root, uri, address, dashboard)
+        except ResourcesUnavailable:
+            # found before any trial ran: the sweep never started, and leaves nothing behind
+            shutil.rmtree(root.parent if new_storage else root)
+            if new_store:
+                tracking.sqlite_path(uri).unlink(missing_ok=True)
+            raise
 
 
-def _start(sweep: Sweep, root: Path, uri: str, address: str | None, dashboard: bool,
-           new_storage: bool, new_store: bool) -> SweepOutcome:
+def _start(sweep: Sweep, root: Path, uri: str, address: str | None,
+           dashboard: bool) -> SweepOutcome:
+    """A new sweep's folder and record, then its run."""
     root.mkdir(parents=True, exist_ok=True)
     _write_atomic(root / "spec.yaml", yaml.safe_dump(sweep.spec.model_dump(), sort_keys=False))
     record = {
@@ -460,15 +469,8 @@ def _start(sweep: Sweep, root: Path, uri: str, address: str | None, dashboard: b
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     _write_atomic(root / "sweep.json", json.dumps(record, indent=2))
-    try:
-        return _execute(sweep, root, record, uri, address=address, dashboard=dashboard,
-                        restore=False)
-    except ResourcesUnavailable:
-        # found before any trial ran: the sweep never started, and leaves nothing behind
-        shutil.rmtree(root.parent if new_storage else root)
-        if new_store:
-            tracking.sqlite_path(uri).unlink(missing_ok=True)
-        raise
+    return _execute(sweep, root, record, uri, address=address, dashboard=dashboard,
+                    restore=False)
 
 
 def resolve_sweep_dir(target: str, storage: str | None) -> Path:
@@ -504,9 +506,7 @@ def resume_sweep(target: str, *, address: str | None = None, tracking_uri: str |
                           "USERNAME / MLFLOW_TRACKING_PASSWORD)")
     uri = tracking.resolve_tracking_uri(tracking_uri or record["tracking_uri"], None, root.parent)
     tracking.check_reachable(uri)
-    _check_ray_address(address)
-    if _starts_local_ray(address):
-        _check_datasets(sweep)
+    _check_ray_side(sweep, address)
     with _driver_lock(root):
         # no Tune state (killed before Tune wrote its first): nothing ran, trials start afresh
         restore = tune.Tuner.can_restore(str(root / "tune"))
