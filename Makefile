@@ -29,7 +29,7 @@ system:
 demo: setup system
 	$(SALIQ) sweep run sweeps/quick.yaml --restart
 
-test: setup system
+test: setup system lint
 	$(PY) -m pytest -q
 
 lint: setup

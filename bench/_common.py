@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from saliq.atomic import write_atomic
+
 # SALIQ_BENCH_RESULTS: somewhere else than the committed results (the tests' smoke runs)
 RESULTS = Path(os.environ.get("SALIQ_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
@@ -53,11 +55,8 @@ def shown(path: Path) -> str:
 
 def write_json(path: Path, data: dict) -> str:
     """Write `data` as JSON atomically (an interrupted run never leaves half a file); the text."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
     return text
 
 

@@ -30,9 +30,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _common import machine, write_result  # noqa: E402
 
-from saliq import fused  # noqa: E402
+from saliq.build import build_model
 from saliq.config import parse_trial_config  # noqa: E402
-from saliq.quant import pact  # noqa: E402
+from saliq.quant import fused  # noqa: E402
+from saliq.quant.pact import pact  # noqa: E402
 from saliq.training import keep_freed_memory, make_optimizer  # noqa: E402
 
 BITS = 4
@@ -123,9 +124,9 @@ def bench_step(rounds: int, repeats: int) -> dict:
             optimizer.step()
         return step
 
-    default = trainer(config.build_model())
-    eager = _eager(trainer(config.build_model()))
-    compiled = trainer(torch.compile(config.build_model()))
+    default = trainer(build_model(config))
+    eager = _eager(trainer(build_model(config)))
+    compiled = trainer(torch.compile(build_model(config)))
     default()
     eager()
     seconds = _compile_seconds(compiled)

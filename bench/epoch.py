@@ -38,9 +38,15 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _common import machine, write_result  # noqa: E402
 
+from saliq.build import build_model
 from saliq.config import parse_trial_config  # noqa: E402
-from saliq.data import DATASETS, SYSTEM_DIRS, batches, prepare_data, subset_indices  # noqa: E402
-from saliq.saliency import attribute, fidelity  # noqa: E402
+from saliq.data import DATASETS  # noqa: E402
+from saliq.data.batches import batches  # noqa: E402
+from saliq.data.sources import SYSTEM_DIRS  # noqa: E402
+from saliq.data.subsets import subset_indices  # noqa: E402
+from saliq.data.tensors import prepare_data  # noqa: E402
+from saliq.saliency.attribution import attribute  # noqa: E402
+from saliq.saliency.similarity import fidelity  # noqa: E402
 from saliq.training import make_optimizer, train_epoch  # noqa: E402
 
 FULL_TRAIN = 60_000
@@ -61,7 +67,7 @@ class Run:
 
     def __init__(self, bits: int | None, init: dict) -> None:
         config = _config(bits)
-        self.model = config.build_model(full_precision=bits is None)
+        self.model = build_model(config, full_precision=bits is None)
         self.model.load_state_dict(init, strict=False)  # QAT starts from the FP weights
         recipe = config.fp if bits is None else config.qat
         self.optimizer = make_optimizer(self.model, recipe, config.pact.alpha_decay)
@@ -130,7 +136,7 @@ def main() -> None:
     data = prepare_data("fashion-mnist", "cpu", train_limit=images, probe_size=PROBE)
     x, y = data.train_x, data.train_y
     order = subset_indices(FULL_TRAIN, images)  # x[i] is the dataset's image order[i]
-    init = _config(None).build_model(full_precision=True).state_dict()
+    init = build_model(_config(None), full_precision=True).state_dict()
     runs = {"fp": Run(None, init), "4": Run(4, init), "2": Run(2, init)}
     naive = Run(None, init)
     tmp = tempfile.TemporaryDirectory(prefix="saliq-bench-")

@@ -32,7 +32,7 @@ def _sync(device: torch.device) -> None:
 
 def _data(images: int, device: torch.device):
     """Fashion-MNIST's training images (60k: MNIST's size), resident on the device."""
-    from saliq.data import prepare_data
+    from saliq.data.tensors import prepare_data
 
     return prepare_data("fashion-mnist", device, train_limit=images, test_limit=1000,
                         probe_size=64)
@@ -48,10 +48,11 @@ def _config(bits: int):
 
 def epoch_seconds(bits: int, data, device: torch.device, epochs: int) -> float:
     """Best of `epochs` timed epochs after one warm-up epoch (cuDNN autotune, allocator)."""
+    from saliq.build import build_model
     from saliq.training import make_optimizer, train_epoch
 
     config = _config(bits)
-    model = config.build_model(full_precision=bits >= 32).to(device)
+    model = build_model(config, full_precision=bits >= 32).to(device)
     optimizer = make_optimizer(model, config.qat, config.pact.alpha_decay)
     generator = torch.Generator(device=device).manual_seed(0)
     times = []
@@ -67,9 +68,10 @@ def epoch_seconds(bits: int, data, device: torch.device, epochs: int) -> float:
 
 def training_flops_per_image() -> float:
     """Forward multiply-accumulates x 2 FLOPs x 3 (forward, input grads, weight grads)."""
+    from saliq.build import build_model
     from saliq.cost import layer_macs
 
-    model = _config(32).build_model(full_precision=True)
+    model = build_model(_config(32), full_precision=True)
     return 6.0 * sum(layer_macs(model, 1, 28).values())
 
 
@@ -94,10 +96,11 @@ def worker(images: int, epochs: int, device_name: str) -> None:
     device = torch.device(device_name)
     data = _data(images, device)
     start = time.perf_counter()
+    from saliq.build import build_model
     from saliq.training import make_optimizer, train_epoch
 
     config = _config(4)
-    model = config.build_model().to(device)
+    model = build_model(config).to(device)
     optimizer = make_optimizer(model, config.qat, config.pact.alpha_decay)
     generator = torch.Generator(device=device).manual_seed(0)
     for _ in range(epochs):

@@ -83,13 +83,16 @@ def main() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    from saliq import tracking
+    from saliq.build import resolve_device
     from saliq.config import parse_trial_config
-    from saliq.data import prepare_data
+    from saliq.data.tensors import prepare_data
+    from saliq.pareto import finish_sweep
     from saliq.reference import train_reference
-    from saliq.sweep.runner import run_sweep
+    from saliq.sweep.lifecycle import run_sweep
     from saliq.sweep.spec import parse_sweep
-    from saliq.trial import resolve_device, run_trial
+    from saliq.tracking import runs
+    from saliq.tracking import uri as tracking_uri
+    from saliq.trial import run_trial
 
     with tempfile.TemporaryDirectory() as tmp:
         storage = Path(tmp) / "runs"
@@ -99,12 +102,12 @@ def main() -> None:
 
         wall_start = time.time()
         start = time.perf_counter()
-        outcome = run_sweep(sweep)
+        outcome = run_sweep(sweep, finish=finish_sweep)  # as `saliq sweep run` does
         sweep_s = time.perf_counter() - start
         assert outcome.finished == trials, outcome
 
-        client = tracking.make_client(tracking.default_store(storage))
-        _, records = tracking.sweep_records(client, sweep.spec.experiment)
+        client = runs.make_client(tracking_uri.default_store(storage))
+        _, records = runs.sweep_records(client, sweep.spec.experiment)
         runs = sorted((client.get_run(r.run_id) for r in records),
                       key=lambda r: r.info.start_time)
         gaps = [(b.info.start_time - a.info.end_time) / 1000 for a, b in itertools.pairwise(runs)]

@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine, shown, write_json, write_result  # noqa: E402
 
 from saliq.errors import TrialDiverged
-from saliq.pareto import dominates, hypervolume, non_dominated, reference_point
+from saliq.frontier import dominates, hypervolume, non_dominated, reference_point
 from saliq.sensitivity import Sensitivity, analyze, suggest_points
 from saliq.sweep.space import distributions, make_sampler
 from saliq.sweep.spec import Sweep, parse_sweep

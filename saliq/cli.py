@@ -31,7 +31,7 @@ def _setup_logging(quiet: bool) -> None:
 
 def _trial_config_from_file(path: str, entry: int | None):
     from saliq.config import load_yaml, parse_trial_config
-    from saliq.pareto import frontier_entry_config, is_frontier
+    from saliq.frontier_file import frontier_entry_config, is_frontier
 
     data = load_yaml(path)
     if is_frontier(data):
@@ -44,6 +44,7 @@ def _trial_config_from_file(path: str, entry: int | None):
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
+    from saliq.training import keep_freed_memory
     from saliq.trial import run_trial
 
     config = _trial_config_from_file(args.config, args.entry)
@@ -55,6 +56,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     if overrides:
         config = config.with_overrides(overrides)
     out = _output_dir(args.out)
+    keep_freed_memory()
     result = run_trial(config, out_dir=out, cache_dir=args.cache_dir)
     for name, path in result.files.items():
         log.info("%s: %s", name.replace("_", " "), path)
@@ -70,18 +72,19 @@ def _output_dir(path: str) -> Path:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from saliq import data
+    from saliq.data import DATASETS
+    from saliq.data.sources import available, download
 
     if args.download:
-        root = data.download(args.download, args.data_root)
+        root = download(args.download, args.data_root)
         log.info("downloaded %s into %s", args.download, root)
-    found = data.available(args.data_root)
+    found = available(args.data_root)
     width = max(map(len, found))
     for name, where in found.items():
         if where:
             print(f"{name:<{width}}  available  {where}")
         else:
-            print(f"{name:<{width}}  missing    {data.DATASETS[name].how_to_get}")
+            print(f"{name:<{width}}  missing    {DATASETS[name].how_to_get}")
     return 0
 
 
@@ -97,43 +100,56 @@ def cmd_sweep_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_run(args: argparse.Namespace) -> int:
-    from saliq.sweep.runner import describe, run_sweep, sweep_dir
+    from saliq.pareto import finish_sweep
+    from saliq.sweep.lifecycle import run_sweep, sweep_dir
     from saliq.sweep.spec import load_sweep
+    from saliq.sweep.terminal import describe
+    from saliq.tracking import quiet_environment
 
     sweep = load_sweep(args.spec)
+    quiet_environment()
     outcome = run_sweep(sweep, address=args.address, tracking_uri=args.tracking_uri,
-                        storage=args.storage, restart=args.restart, dashboard=args.dashboard)
+                        storage=args.storage, restart=args.restart, dashboard=args.dashboard,
+                        finish=finish_sweep)
     for line in describe(outcome, sweep_dir(args.storage or sweep.spec.storage, sweep.name)):
         print(line)
     return 0 if outcome.finished else 1
 
 
 def cmd_sweep_resume(args: argparse.Namespace) -> int:
-    from saliq.sweep.runner import describe, resolve_sweep_dir, resume_sweep
+    from saliq.pareto import finish_sweep
+    from saliq.sweep.lifecycle import resolve_sweep_dir, resume_sweep
+    from saliq.sweep.terminal import describe
+    from saliq.tracking import quiet_environment
 
     root = resolve_sweep_dir(args.target, args.storage)
+    quiet_environment()
     outcome = resume_sweep(str(root), address=args.address, tracking_uri=args.tracking_uri,
-                           dashboard=args.dashboard)
+                           dashboard=args.dashboard, finish=finish_sweep)
     for line in describe(outcome, root):
         print(line)
     return 0 if outcome.finished else 1
 
 
 def _analysis_client(args: argparse.Namespace):
-    from saliq import tracking
+    from saliq.tracking import quiet_environment
+    from saliq.tracking.runs import make_client
+    from saliq.tracking.uri import check_reachable, is_sqlite, resolve_tracking_uri, sqlite_path
 
     storage = Path(args.storage or "saliq-runs")
-    uri = tracking.resolve_tracking_uri(args.tracking_uri, None, storage)
-    if tracking.is_sqlite(uri) and not tracking.sqlite_path(uri).is_file():
-        raise ConfigError(f"no MLflow store at {tracking.sqlite_path(uri)}: run a sweep first, or "
+    uri = resolve_tracking_uri(args.tracking_uri, None, storage)
+    if is_sqlite(uri) and not sqlite_path(uri).is_file():
+        raise ConfigError(f"no MLflow store at {sqlite_path(uri)}: run a sweep first, or "
                           "pass --tracking-uri (or --storage)")
-    tracking.check_reachable(uri)
-    return tracking.make_client(uri)
+    check_reachable(uri)
+    quiet_environment()
+    return make_client(uri)
 
 
 def cmd_pareto_export(args: argparse.Namespace) -> int:
     from saliq.config import load_yaml
-    from saliq.pareto import export_frontier, frontier_table, parse_objectives
+    from saliq.frontier_file import frontier_table
+    from saliq.pareto import export_frontier, parse_objectives
 
     objectives = parse_objectives(args.objectives) if args.objectives else None
     out = Path(args.out)
@@ -165,7 +181,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     import yaml
 
+    from saliq.quant.plan import check_bits
     from saliq.sensitivity import analyze, heatmap, suggest_points
+    from saliq.training import keep_freed_memory
 
     config = _trial_config_from_file(args.config, None)
     bits = [int(b) for b in args.bits.split(",")] if args.bits else None
@@ -175,14 +193,13 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
         sweep = load_sweep(args.sweep)
     if bits is not None:
-        from saliq.quant import check_bits
-
         for b in bits:
             try:
                 check_bits(b)
             except ValueError as e:
                 raise ConfigError(f"--bits: {e}") from None
     out = _output_dir(args.out)
+    keep_freed_memory()
     sens = analyze(config, bits, cache_dir=args.cache_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sensitivity.json").write_text(sens.to_json())
@@ -191,8 +208,9 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     print(sens.table())
     if sweep is not None:
         points = suggest_points(sens, sweep, limit=args.suggest)
-        seeded = {**sweep.spec.model_dump(), "name": f"{sweep.name}-seeded", "enqueue": points}
-        seeded["mlflow"] = {**seeded["mlflow"], "experiment": f"{sweep.spec.experiment}-seeded"}
+        seeded = {**sweep.as_written(), "name": f"{sweep.name}-seeded", "enqueue": points}
+        seeded["mlflow"] = {**seeded.get("mlflow", {}),
+                            "experiment": f"{sweep.spec.experiment}-seeded"}
         path = out / f"{sweep.name}-seeded.yaml"
         path.write_text(yaml.safe_dump(seeded, sort_keys=False))
         log.info("%d suggested plan(s) enqueued in %s: run it with `saliq sweep run %s`",
@@ -260,6 +278,7 @@ def _sweep_commands(sub) -> None:
     p.add_argument("--suggest", type=int, default=4, help="how many plans to enqueue")
     p.add_argument("--cache-dir", help="FP reference cache (default: ~/.cache/saliq/fp)")
     p.set_defaults(func=cmd_sensitivity)
+
 
 
 class _Parser(argparse.ArgumentParser):

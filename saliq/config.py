@@ -2,12 +2,13 @@
 
 The YAML a user writes maps one to one onto these models; unknown keys, wrong types and
 impossible values are rejected with the field path (see `parse_trial_config`). A config is
-frozen: a sweep builds variants with `with_overrides`, which validates again.
+frozen: a sweep builds variants with `with_overrides`, which validates again. Pure data:
+parsing and validating a config imports neither torch nor Captum (names of datasets,
+architectures, layers and saliency methods come from their torch-free registries).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from pathlib import Path
@@ -15,21 +16,28 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from torch import nn
 
 from saliq.data import DATASETS
+from saliq.dotted import ROOT_PATH, deep_merge, set_dotted
 from saliq.errors import ConfigError, format_validation_error
-from saliq.models import ARCHITECTURES, build_model, layer_names
-from saliq.quant import PrecisionPlan
-from saliq.saliency import METHODS
+from saliq.models import ARCHITECTURES, layer_names
+from saliq.quant.plan import PrecisionPlan, plan_label
+from saliq.saliency import FIDELITY_METRICS, METHODS
 
 __all__ = [
+    "FP_RECIPE_FIELDS",
+    "FidelityMetric",
     "TrialConfig",
-    "flatten",
     "load_yaml",
     "parse_trial_config",
-    "set_dotted",
+    "stored_plan_label",
 ]
+
+# The trial settings that determine the FP reference: trials that share them share one
+# trained FP model (and a sweep can search them only with a choice list).
+FP_RECIPE_FIELDS = ("dataset", "data_root", "limit", "imbalance", "model", "fp", "batch_size",
+                    "seed")
+FidelityMetric = Literal[FIDELITY_METRICS]
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -115,7 +123,7 @@ class QATTraining(Training):
 class SaliencyConfig(_Config):
     method: str = "saliency"
     probe_size: Annotated[int, Field(ge=1, le=10_000)] = 64
-    fidelity_metric: Literal["ssim", "spearman", "topk_iou"] = "spearman"
+    fidelity_metric: FidelityMetric = "spearman"
     also: list[str] = []
     deletion_steps: Annotated[int, Field(ge=2, le=100)] = 10
 
@@ -187,25 +195,13 @@ class TrialConfig(_Config):
     def resolved_bits(self) -> dict[str, tuple[int, int]]:
         return self.precision.resolve(self.layers())
 
-    def build_model(self, full_precision: bool = False) -> nn.Module:
-        """This trial's model, quantized as its plan says (or all 32-bit for the FP reference)."""
-        info = DATASETS[self.dataset]
-        return build_model(
-            self.model.arch,
-            PrecisionPlan() if full_precision else self.precision,
-            in_channels=info.channels,
-            image_size=info.size,
-            num_classes=len(info.classes),
-            dropout=self.model.dropout,
-            alpha_init=self.pact.alpha_init,
-            alpha_layers=self.pact.layers,
-        )
+    def plan_label(self) -> str:
+        return plan_label(self.resolved_bits())
 
     def fp_recipe(self) -> dict[str, Any]:
         """What determines the FP reference: trials that share it share one trained model."""
         d = self.model_dump()
-        return {k: d[k] for k in ("dataset", "data_root", "limit", "imbalance", "model", "fp",
-                                  "batch_size", "seed")}
+        return {k: d[k] for k in FP_RECIPE_FIELDS}
 
     def fp_key(self) -> str:
         blob = json.dumps(self.fp_recipe(), sort_keys=True).encode()
@@ -227,37 +223,6 @@ class TrialConfig(_Config):
             else:
                 set_dotted(data, path, value)
         return parse_trial_config(data, where)
-
-
-ROOT_PATH = "trial"
-
-
-def deep_merge(data: dict, update: dict) -> None:
-    """Merge `update` into `data` in place: mappings merge key by key, other values replace."""
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            deep_merge(data[key], value)
-        else:
-            data[key] = copy.deepcopy(value)
-
-
-def set_dotted(data: dict, path: str, value: Any) -> None:
-    """Set `data["a"]["b"]["c"] = value` for path "a.b.c", creating dicts on the way.
-
-    Layer names contain dots (`stage1.0.conv1`): after `precision.layers` or `pact.layers`
-    the rest of the path up to the final field is one key.
-    """
-    parts = path.split(".")
-    if parts[:2] == ["precision", "layers"] and len(parts) >= 4:
-        parts = [*parts[:2], ".".join(parts[2:-1]), parts[-1]]
-    elif parts[:2] == ["pact", "layers"] and len(parts) >= 3:
-        parts = [*parts[:2], ".".join(parts[2:])]
-    node = data
-    for key in parts[:-1]:
-        if not isinstance(node.get(key), dict):
-            node[key] = {}
-        node = node[key]
-    node[parts[-1]] = copy.deepcopy(value)
 
 
 def _check_layers(config: TrialConfig, where: str) -> None:
@@ -310,13 +275,9 @@ def load_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: malformed YAML{at}: {problem}") from None
 
 
-def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    """`{"a": {"b": 1}}` -> `{"a.b": 1}` (for MLflow params and search-space paths)."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, path))
-        else:
-            out[path] = value
-    return out
+def stored_plan_label(config: dict) -> str:
+    """The plan label of a trial config as MLflow stores it; "?" if it no longer validates."""
+    try:
+        return parse_trial_config(config).plan_label()
+    except ConfigError:  # an old or foreign config: tables still print
+        return "?"

@@ -12,7 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from saliq.quant import FULL_PRECISION, PACT, QuantConv2d, QuantLinear
+from saliq.modes import eval_mode
+from saliq.quant.api import pact_modules, weight_parameters
+from saliq.quant.layers import QuantConv2d, QuantLinear
+from saliq.quant.plan import FULL_PRECISION
 
 __all__ = ["IMAGE_BITS", "bitops", "layer_macs", "model_bits"]
 
@@ -20,14 +23,10 @@ IMAGE_BITS = 8
 
 
 def model_bits(model: nn.Module) -> int:
-    total = 0
-    for name, p in model.named_parameters():
-        if name.endswith("alpha"):
-            continue
-        owner = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-        is_weight = name.endswith("weight") and isinstance(owner, QuantConv2d | QuantLinear)
-        total += p.numel() * (owner.weight_bits if is_weight else FULL_PRECISION)
-    return total
+    quantized = {id(m.weight): m.weight_bits for m in model.modules()
+                 if isinstance(m, QuantConv2d | QuantLinear)}
+    return sum(p.numel() * quantized.get(id(p), FULL_PRECISION)
+               for p in weight_parameters(model))
 
 
 @torch.no_grad()
@@ -45,22 +44,20 @@ def layer_macs(model: nn.Module, in_channels: int, image_size: int) -> dict[str,
             def linear_hook(mod, _inp, _out, name=name):
                 macs[name] = mod.in_features * mod.out_features
             hooks.append(m.register_forward_hook(linear_hook))
-    was_training = model.training
-    model.eval()
     try:
-        device = next(model.parameters()).device
-        model(torch.zeros(1, in_channels, image_size, image_size, device=device))
+        with eval_mode(model):
+            device = next(model.parameters()).device
+            model(torch.zeros(1, in_channels, image_size, image_size, device=device))
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     return macs
 
 
 def bitops(model: nn.Module, in_channels: int, image_size: int) -> int:
-    act_bits = {layer: model.get_submodule(act).bits
-                for layer, act in model.activation_of.items()
-                if isinstance(model.get_submodule(act), PACT)}
+    pacts = pact_modules(model)
+    act_bits = {layer: pacts[act].bits for layer, act in model.activation_of.items()
+                if act in pacts}
     total = 0
     for name, macs in layer_macs(model, in_channels, image_size).items():
         source = model.input_of.get(name)

@@ -65,7 +65,10 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     """One line for all of a pydantic error's entries: `path: reason; path: reason`."""
     seen: list[str] = []
     for error in err.errors():
-        loc = tuple(p for p in error["loc"] if not _is_union_tag(p))
+        raw = error["loc"]
+        # a discriminated union's tag "<k>" announces the field k after it: k stays
+        loc = tuple(p for i, p in enumerate(raw)
+                    if not _is_union_tag(p) or (i and str(raw[i - 1]) == f"<{p}>"))
         line = f"{_path(prefix, loc)}: {_message(error)}"
         if line not in seen:
             seen.append(line)
@@ -73,9 +76,12 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
 
 
 def _is_union_tag(part: object) -> bool:
-    # pydantic adds the union member's name ("str", "ModelConfig", "function-after[...]")
-    # to the location of errors inside unions; it is noise to a user.
+    # pydantic adds the union member's name ("str", "ModelConfig", "function-after[...]", a
+    # discriminated union's tag, which saliq writes "<tag>") to the location of errors inside
+    # unions; it is noise to a user.
     text = str(part)
+    if text.startswith("<") and text.endswith(">"):
+        return True
     return text in ("str", "int", "float", "bool", "list", "dict") or (
         text[:1].isupper() and text.isidentifier() and text.endswith("Config")
     ) or text.startswith(("function-", "tagged-union", "constrained-"))

@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from saliq.modes import eval_mode
+from saliq.quant.api import weight_parameters
+
 __all__ = [
     "class_gradient_norms",
     "class_hessian_top_eigenvalues",
@@ -54,30 +57,21 @@ def group_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int
     return out
 
 
-def _weights(model: nn.Module) -> list[nn.Parameter]:
-    # PACT's alphas are clip levels, not weights: curvature is measured over the weights.
-    return [p for n, p in model.named_parameters() if not n.endswith("alpha")]
-
-
 def _class_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int,
                   max_samples: int):
     """(class, mean loss over its first `max_samples` examples) for each class present, in
     eval mode; the model's mode comes back afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for c in range(num_classes):
             idx = (y == c).nonzero().flatten()[:max_samples]
             if len(idx):
                 yield c, F.cross_entropy(model(x[idx]), y[idx])
-    finally:
-        model.train(was_training)
 
 
 def class_gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int,
                          max_samples: int = 256) -> dict[int, float]:
     """L2 norm of the gradient of each class's mean loss with respect to the weights."""
-    params = _weights(model)
+    params = weight_parameters(model)  # PACT alphas are clip levels, not weights
     norms = {}
     for c, loss in _class_losses(model, x, y, num_classes, max_samples):
         grads = torch.autograd.grad(loss, params, allow_unused=True)
@@ -99,7 +93,7 @@ def class_hessian_top_eigenvalues(
     """Largest-magnitude eigenvalue of the Hessian of each class's mean loss (weights only),
     by power iteration on Hessian-vector products over at most `max_samples` examples: at
     most `iterations` steps, fewer once the estimate changes by less than `tol` (relative)."""
-    params = _weights(model)
+    params = weight_parameters(model)  # PACT alphas are clip levels, not weights
     gen = torch.Generator(device="cpu").manual_seed(seed)
     eigen = {}
     for c, loss in _class_losses(model, x, y, num_classes, max_samples):

@@ -7,20 +7,23 @@ caching it by the recipe's hash is what keeps a sweep from training it once per 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from saliq.atomic import write_atomic
+from saliq.build import build_model
 from saliq.config import TrialConfig
-from saliq.data import TrialData
-from saliq.training import make_optimizer, predict, train_epoch
+from saliq.data.tensors import TrialData
+from saliq.training import accuracy, make_optimizer, train_epoch
 
-__all__ = ["FPReference", "default_cache_dir", "load", "load_or_train", "train_reference"]
+__all__ = ["FPReference", "cache_path", "default_cache_dir", "load", "load_or_train", "save",
+           "train_reference"]
 
 log = logging.getLogger("saliq")
 
@@ -45,7 +48,7 @@ def train_reference(config: TrialConfig, data: TrialData, device: torch.device) 
     """Train the FP model of `config`'s recipe from its seed."""
     start = time.perf_counter()
     torch.manual_seed(config.seed)
-    model = config.build_model(full_precision=True).to(device)
+    model = build_model(config, full_precision=True).to(device)
     optimizer = make_optimizer(model, config.fp)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     for epoch in range(config.fp.epochs):
@@ -53,22 +56,20 @@ def train_reference(config: TrialConfig, data: TrialData, device: torch.device) 
                            batch_size=config.batch_size, generator=generator,
                            num_classes=data.num_classes)
         log.info("fp epoch %d/%d: loss %.4f", epoch + 1, config.fp.epochs, loss)
-    accuracy = float((predict(model, data.test_x).argmax(1) == data.test_y).double().mean())
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return FPReference(config.fp_key(), config.fp_recipe(), state, accuracy,
-                       time.perf_counter() - start)
+    return FPReference(config.fp_key(), config.fp_recipe(), state,
+                       accuracy(model, data.test_x, data.test_y), time.perf_counter() - start)
 
 
-def _save_atomically(ref: FPReference, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(ref.to_dict(), tmp)
-        os.replace(tmp, path)  # readers see the old file or the whole new one, never half
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def cache_path(cache_dir: Path | None, key: str) -> Path:
+    return (cache_dir or default_cache_dir()) / f"fp-{key}.pt"
+
+
+def save(ref: FPReference, path: Path) -> Path:
+    """Write `ref` atomically: a reader sees the old file or the whole new one, never half."""
+    buffer = io.BytesIO()
+    torch.save(ref.to_dict(), buffer)
+    return write_atomic(path, buffer.getvalue())
 
 
 def load(path: Path) -> FPReference:
@@ -78,12 +79,12 @@ def load(path: Path) -> FPReference:
 def load_or_train(config: TrialConfig, data: TrialData, device: torch.device,
                   cache_dir: Path | None) -> tuple[FPReference, bool]:
     """(reference, trained_now): from `cache_dir/<recipe hash>.pt`, else trained and cached."""
-    path = (cache_dir or default_cache_dir()) / f"fp-{config.fp_key()}.pt"
+    path = cache_path(cache_dir, config.fp_key())
     if path.is_file():
         try:
             return load(path), False
         except Exception as e:  # a truncated or foreign file: retrain rather than fail the trial
             log.warning("ignoring unreadable FP cache %s (%s)", path, e)
     ref = train_reference(config, data, device)
-    _save_atomically(ref, path)
+    save(ref, path)
     return ref, True

@@ -20,6 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
+
+from saliq.config import stored_plan_label
+from saliq.data import DATASETS
+from saliq.errors import ConfigError
+from saliq.tracking.logger import RunLogger
+from saliq.tracking.runs import sweep_records
 
 __all__ = ["configuration_label", "pareto_plot", "write_report"]
 
@@ -35,14 +42,10 @@ def pareto_plot(points: Sequence[Sequence[float]], front: Sequence[int],
 
     The HTML page is self-contained (inline SVG): hovering a dot shows its trial and values.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     pairs = _pairs(len(objectives))
     on_front = set(front)
-    fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4.2), squeeze=False)
+    fig = Figure(figsize=(5 * len(pairs), 4.2))
+    axes = fig.subplots(1, len(pairs), squeeze=False)
     for ax, (a, b) in zip(axes[0], pairs, strict=True):
         ys = [p[b] for p in points] if a != b else list(range(len(points)))
         ax.scatter([p[a] for p in points], ys, c="#9aa5b1", s=28, label="trial")
@@ -61,7 +64,6 @@ def pareto_plot(points: Sequence[Sequence[float]], front: Sequence[int],
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
-    plt.close(fig)
 
     page = Path(page)
     page.write_text(_html(points, on_front, objectives, labels, pairs, title), encoding="utf-8")
@@ -123,8 +125,6 @@ def configuration_label(sampled: dict, config: dict) -> str:
         return str(parts[0][1])
     if parts:
         return ", ".join(f"{_short(p)}={v}" for p, v in parts)
-    from saliq.trial import stored_plan_label
-
     return stored_plan_label(config)
 
 
@@ -185,25 +185,15 @@ def table2(records) -> str:
     return "\n".join(lines)
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def figure1(panels: list[tuple[str, dict]], class_names: Sequence[str], path: Path,
             title: str, columns: int = 8) -> Path:
     """Rows: input, FP map, then one row per configuration's map; columns: probe images."""
-    plt = _plt()
     first = panels[0][1]
     n = min(columns, len(first["images"]))
     rows = [("input", first["images"], "gray"), ("FP reference", first["fp_maps"], "inferno")]
     rows += [(label, maps["maps"], "inferno") for label, maps in panels]
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.45 * n + 1.2, 1.5 * len(rows) + 0.5),
-                             squeeze=False)
+    fig = Figure(figsize=(1.45 * n + 1.2, 1.5 * len(rows) + 0.5))
+    axes = fig.subplots(len(rows), n, squeeze=False)
     for r, (label, stack, cmap) in enumerate(rows):
         for c in range(n):
             ax = axes[r][c]
@@ -220,17 +210,16 @@ def figure1(panels: list[tuple[str, dict]], class_names: Sequence[str], path: Pa
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
 def class_accuracy_bars(groups: dict, arch: str, dataset: str, class_names: Sequence[str],
                         path: Path) -> Path:
     """Per-class accuracy (mean over seeds) for each configuration: who pays for quantization."""
-    plt = _plt()
     labels = [k[2] for k in groups if k[:2] == (arch, dataset)]
     width = 0.8 / max(len(labels), 1)
-    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(class_names) + 2), 4.2))
+    fig = Figure(figsize=(max(8, 0.9 * len(class_names) + 2), 4.2))
+    ax = fig.subplots()
     for i, label in enumerate(labels):
         group = groups[(arch, dataset, label)]
         means = [statistics.mean([r.metrics.get(f"class_accuracy_{c}", math.nan) for r in group])
@@ -247,7 +236,6 @@ def class_accuracy_bars(groups: dict, arch: str, dataset: str, class_names: Sequ
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -280,14 +268,9 @@ def _maps(client, record, folder: Path) -> dict | None:
 def write_report(client, experiment: str, out: str | Path, *, sweep_id: str | None = None,
                  log_to_parent: bool = True) -> dict[str, Path]:
     """Write the table, figures and a JSON summary of a sweep's finished trials to `out`."""
-    from saliq import tracking
-    from saliq.data import DATASETS
-
-    parent, records = tracking.sweep_records(client, experiment, sweep_id)
+    parent, records = sweep_records(client, experiment, sweep_id)
     finished = [r for r in records if r.status == "FINISHED"]
     if not finished:
-        from saliq.errors import ConfigError
-
         raise ConfigError(f"experiment {experiment!r}: the sweep has no finished trial yet")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -323,7 +306,7 @@ def write_report(client, experiment: str, out: str | Path, *, sweep_id: str | No
             files[f"class-accuracy-{stem}"] = class_accuracy_bars(
                 groups, arch, dataset, classes, out / f"class-accuracy-{stem}.png")
     if log_to_parent:
-        logger = tracking.RunLogger(client, parent.info.run_id)
+        logger = RunLogger(client, parent.info.run_id)
         for path in files.values():
             logger.log_artifact(path, "report")
     return files

@@ -19,14 +19,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 
-from saliq import reference
+from saliq.build import quantized_from_fp
 from saliq.config import TrialConfig
-from saliq.data import prepare_data
-from saliq.quant import FULL_PRECISION, calibrate_alphas
-from saliq.saliency import attribute, fidelity
-from saliq.training import predict
-from saliq.trial import resolve_device
+from saliq.dotted import layer_field, split
+from saliq.modes import eval_mode
+from saliq.quant.plan import FULL_PRECISION
+from saliq.saliency.similarity import fidelity
+from saliq.setup import prepare
+from saliq.sweep.spec import Choice, Dimension, IntRange, Sweep
+from saliq.training import accuracy
 
 __all__ = ["Sensitivity", "analyze", "heatmap", "suggest_plans", "suggest_points"]
 
@@ -67,8 +70,8 @@ def _hessian_traces(model, x, y, layers: list[str], samples: int, seed: int) -> 
     """Hutchinson: tr(H_l) ~ mean over Rademacher v of v' H_l v, per layer's weight."""
     gen = torch.Generator().manual_seed(seed)
     weights = [model.get_submodule(name).weight for name in layers]
-    model.eval()
-    loss = F.cross_entropy(model(x), y)
+    with eval_mode(model):
+        loss = F.cross_entropy(model(x), y)
     grads = torch.autograd.grad(loss, weights, create_graph=True)
     traces = {name: 0.0 for name in layers}
     for _ in range(samples):
@@ -85,39 +88,26 @@ def analyze(config: TrialConfig, bits: list[int] | None = None, *,
     """Measure every layer at every bit-width in `bits` (default 2, 4, 8) for `config`'s
     dataset, model and FP recipe (its precision plan and QAT settings are not used)."""
     bits = sorted(bits or [2, 4, 8])
-    device = resolve_device(config.device)
-    data = prepare_data(
-        config.dataset, device, train_limit=config.limit.train, test_limit=config.limit.test,
-        imbalance=(config.imbalance.classes, config.imbalance.factor) if config.imbalance else None,
-        probe_size=config.saliency.probe_size, data_root=config.data_root)
-    ref, _ = reference.load_or_train(config, data, device, Path(cache_dir) if cache_dir else None)
-    fp_model = config.build_model(full_precision=True).to(device)
-    fp_model.load_state_dict(ref.state_dict)
-    method, metric = config.saliency.method, config.saliency.fidelity_metric
-    black = data.black()
-    fp_maps = attribute(fp_model, data.probe_x, data.probe_y, method, baseline=black)
-    fp_acc = float((predict(fp_model, data.test_x).argmax(1) == data.test_y).double().mean())
-
+    setup = prepare(config, cache_dir=cache_dir, quantized=False)
+    data, metric = setup.data, config.saliency.fidelity_metric
+    fp_acc = accuracy(setup.fp_model, data.test_x, data.test_y)
     layers = config.layers()
     result = Sensitivity(fp_acc, metric, bits, layers)
-    weights = {k: v for k, v in ref.state_dict.items() if not k.endswith("alpha")}
     for layer in layers:
         result.accuracy_drop[layer], result.fidelity_drop[layer] = {}, {}
         for b in bits:
             one = config.with_overrides({
                 "precision": {"default": {"weight_bits": FULL_PRECISION,
                                           "act_bits": FULL_PRECISION},
-                              "layers": {layer: {"weight_bits": b, "act_bits": b}}}})
-            model = one.build_model().to(device)
-            model.load_state_dict(weights, strict=False)
-            calibrate_alphas(model, data.train_x[:1024], "percentile")
-            acc = float((predict(model, data.test_x).argmax(1) == data.test_y).double().mean())
-            maps = attribute(model, data.probe_x, data.probe_y, method, baseline=black)
-            result.accuracy_drop[layer][b] = fp_acc - acc
-            result.fidelity_drop[layer][b] = 1.0 - fidelity(maps, fp_maps)[metric]
+                              "layers": {layer: {"weight_bits": b, "act_bits": b}}},
+                "qat": {"calibrate": "percentile"}})
+            model = quantized_from_fp(one, setup.fp_reference.state_dict, data)
+            result.accuracy_drop[layer][b] = fp_acc - accuracy(model, data.test_x, data.test_y)
+            result.fidelity_drop[layer][b] = 1.0 - fidelity(setup.maps(model),
+                                                            setup.fp_maps)[metric]
     n = min(trace_images, len(data.train_y))
-    result.hessian_trace = _hessian_traces(fp_model, data.train_x[:n], data.train_y[:n], layers,
-                                           trace_samples, config.seed)
+    result.hessian_trace = _hessian_traces(setup.fp_model, data.train_x[:n], data.train_y[:n],
+                                           layers, trace_samples, config.seed)
     return result
 
 
@@ -144,9 +134,7 @@ def _nearest(options: list, wanted: int):
     return min(above) if above else max(numeric)
 
 
-def _middle(dim) -> Any:
-    from saliq.sweep.spec import Choice, IntRange
-
+def _middle(dim: Dimension) -> Any:
     if isinstance(dim, Choice):
         return dim.values[len(dim.values) // 2]
     if isinstance(dim, IntRange):
@@ -156,7 +144,7 @@ def _middle(dim) -> Any:
     return (dim.low + dim.high) / 2
 
 
-def suggest_points(sens: Sensitivity, sweep, limit: int = 4) -> list[dict[str, Any]]:
+def suggest_points(sens: Sensitivity, sweep: Sweep, limit: int = 4) -> list[dict[str, Any]]:
     """Points of `sweep`'s search space that follow the suggested plans: per-layer bit
     dimensions take the plan's bits (nearest allowed option at or above), uniform
     `precision.default.*` dimensions the plan's most common bits, the rest their middle."""
@@ -165,11 +153,10 @@ def suggest_points(sens: Sensitivity, sweep, limit: int = 4) -> list[dict[str, A
         common = max(set(plan.values()), key=list(plan.values()).count)
         point = {}
         for path, dim in sweep.dims.items():
-            parts = path.split(".")
-            if parts[:2] == ["precision", "layers"] and parts[-1] in ("weight_bits", "act_bits"):
-                layer = ".".join(parts[2:-1])
-                point[path] = _nearest(list(dim.values), plan.get(layer, FULL_PRECISION))
-            elif parts[:2] == ["precision", "default"]:
+            per_layer = layer_field(path)
+            if per_layer is not None:
+                point[path] = _nearest(list(dim.values), plan.get(per_layer[0], FULL_PRECISION))
+            elif split(path)[:2] == ["precision", "default"]:
                 point[path] = _nearest(list(dim.values), common)
             else:
                 point[path] = _middle(dim)
@@ -184,13 +171,8 @@ def suggest_points(sens: Sensitivity, sweep, limit: int = 4) -> list[dict[str, A
 
 def heatmap(sens: Sensitivity, path: str | Path) -> Path:
     """Two panels (accuracy drop, fidelity drop): rows layers, columns bit-widths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.2 * len(sens.bits) * 2,
-                                            1.2 + 0.45 * len(sens.layers)))
+    fig = Figure(figsize=(4 + 1.2 * len(sens.bits) * 2, 1.2 + 0.45 * len(sens.layers)))
+    axes = fig.subplots(1, 2)
     for ax, (title, drops) in zip(axes, (("accuracy drop", sens.accuracy_drop),
                                          (f"{sens.fidelity_metric} drop", sens.fidelity_drop)),
                                   strict=True):
@@ -209,5 +191,4 @@ def heatmap(sens: Sensitivity, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -1,4 +1,8 @@
-"""The training loop's pieces, shared by the FP reference and QAT: optimiser, epoch, predict."""
+"""The training loop's pieces, shared by the FP reference and QAT: optimiser, epoch, predict.
+
+`keep_freed_memory` is a process-wide allocator setting: the program's entry points (the CLI,
+a sweep worker's set-up) call it once, before training allocates.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +15,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from saliq.config import Training
-from saliq.data import batches
+from saliq.data.batches import batches
 from saliq.guided import saliency_guided_loss
+from saliq.modes import eval_mode
+from saliq.quant.api import alpha_parameters, weight_parameters
 
-__all__ = ["class_weights", "keep_freed_memory", "make_optimizer", "predict", "train_epoch"]
+__all__ = ["accuracy", "class_weights", "keep_freed_memory", "make_optimizer", "predict",
+           "train_epoch"]
 
 
 def make_optimizer(model: nn.Module, recipe: Training, alpha_decay: float = 0.0
                    ) -> torch.optim.Optimizer:
     """Weights decay with `recipe.weight_decay`; PACT alphas have their own L2 decay."""
-    alphas = [p for n, p in model.named_parameters() if n.endswith("alpha")]
-    weights = [p for n, p in model.named_parameters() if not n.endswith("alpha")]
-    groups = [{"params": weights, "weight_decay": recipe.weight_decay},
-              {"params": alphas, "weight_decay": alpha_decay}]
+    groups = [{"params": weight_parameters(model), "weight_decay": recipe.weight_decay},
+              {"params": alpha_parameters(model), "weight_decay": alpha_decay}]
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
     return torch.optim.Adam(groups, lr=recipe.lr)
@@ -77,7 +82,6 @@ def train_epoch(
     `guided = (fraction, kl_weight)` switches on saliency-guided steps. The loss is summed on
     the device and read once at the end: no host-device sync inside the step.
     """
-    keep_freed_memory()
     model.train()
     total = torch.zeros((), device=x.device)
     seen = 0
@@ -100,9 +104,10 @@ def train_epoch(
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits (N, classes) in eval mode; the model's mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-    finally:
-        model.train(was_training)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy of `model` on (x, y), in eval mode."""
+    return float((predict(model, x).argmax(1) == y).double().mean())

@@ -27,17 +27,20 @@ import numpy as np
 import torch
 
 from saliq import reference
-from saliq.config import TrialConfig, parse_trial_config
+from saliq.config import TrialConfig
 from saliq.cost import bitops, model_bits
-from saliq.data import DATASETS, TrialData, prepare_data
-from saliq.errors import SaliqError, TrialDiverged
+from saliq.data import DATASETS
+from saliq.errors import TrialDiverged
 from saliq.groups import class_gradient_norms, class_hessian_top_eigenvalues, group_metrics
-from saliq.quant import FULL_PRECISION, PACT, calibrate_alphas
-from saliq.saliency import attribute, deletion_auc, fidelity, save_grid, spearman
+from saliq.quant.api import pact_modules
+from saliq.quant.plan import FULL_PRECISION
+from saliq.saliency.faithfulness import deletion_auc
+from saliq.saliency.pictures import save_grid
+from saliq.saliency.similarity import fidelity, spearman
+from saliq.setup import TrialSetup, prepare
 from saliq.training import class_weights, make_optimizer, predict, train_epoch
 
-__all__ = ["Epoch", "Reporter", "TrialConfig", "TrialResult", "iter_trial", "parse_trial_config",
-           "plan_label", "resolve_device", "run_trial", "stored_plan_label"]
+__all__ = ["Epoch", "Reporter", "TrialResult", "iter_trial", "run_trial"]
 
 log = logging.getLogger("saliq")
 
@@ -45,8 +48,6 @@ Reporter = Callable[[int, dict[str, float], dict], None]
 """report(epoch, metrics, checkpoint): called after every QAT epoch. `checkpoint` is a plain
 dict (epoch, model and optimiser state, RNG states, history, config) that `run_trial(...,
 checkpoint=...)` continues from exactly."""
-
-CALIBRATION_IMAGES = 1024
 
 
 @dataclass
@@ -71,125 +72,6 @@ class TrialResult:
     metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # saliency_grid, model, metrics
-
-
-def resolve_device(name: str) -> torch.device:
-    """The config's device; one this process cannot use is an error a user can act on."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count <= (device.index or 0):
-            visible = ", ".join(f"cuda:{i}" for i in range(count))
-            have = f"only {visible}" if count else "no CUDA device"
-            raise SaliqError(f"device: {name}, but this process sees {have}: use device: auto "
-                             "(the GPU where there is one, else the CPU) or cpu")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise SaliqError("device: mps, but Apple's Metal backend is not available here: use "
-                         "device: auto or cpu")
-    return device
-
-
-def plan_label(bits: dict[str, tuple[int, int]]) -> str:
-    """`w4a4` for a uniform plan, `fp` for full precision, else `mixed w4/2 a4/2`."""
-    weights = sorted({w for w, _ in bits.values()}, reverse=True)
-    acts = sorted({a for _, a in bits.values()}, reverse=True)
-    if weights == acts == [FULL_PRECISION]:
-        return "fp"
-    if len(weights) == len(acts) == 1:
-        return f"w{weights[0]}a{acts[0]}"
-    return f"mixed w{'/'.join(map(str, weights))} a{'/'.join(map(str, acts))}"
-
-
-def stored_plan_label(config: dict) -> str:
-    """`plan_label` of a trial config as MLflow stores it; "?" if it no longer validates."""
-    try:
-        return plan_label(parse_trial_config(config).resolved_bits())
-    except Exception:  # an old or foreign config: tables still print
-        return "?"
-
-
-def _alphas(model: torch.nn.Module) -> dict[str, float]:
-    return {f"alpha_{layer}": model.get_submodule(act).alpha.item()
-            for layer, act in model.activation_of.items()
-            if isinstance(model.get_submodule(act), PACT)
-            and model.get_submodule(act).bits < FULL_PRECISION}
-
-
-def _evaluate(model, data: TrialData, fp_maps, config: TrialConfig, black, cost: dict):
-    """(metrics, maps): every metric a sweep may optimise, so that each epoch's report has
-    them all (accuracy, fidelity, per-class, deletion AUC, cost), and the alphas."""
-    logits = predict(model, data.test_x)
-    accuracy = (logits.argmax(1) == data.test_y).double().mean()
-    maps = attribute(model, data.probe_x, data.probe_y, config.saliency.method, baseline=black)
-    fid = fidelity(maps, fp_maps)
-    metrics = {"accuracy": float(accuracy), **{f"fidelity_{k}": v for k, v in fid.items()}}
-    metrics["fidelity"] = metrics[f"fidelity_{config.saliency.fidelity_metric}"]
-    metrics.update(group_metrics(logits, data.test_y, data.num_classes))
-    metrics["deletion_auc"] = deletion_auc(model, data.probe_x, data.probe_y, maps,
-                                           steps=config.saliency.deletion_steps, baseline=black)
-    return {**metrics, **cost, **_alphas(model)}, maps
-
-
-def _method_comparison(model, fp_model, data: TrialData, config: TrialConfig, black,
-                       maps: torch.Tensor) -> dict[str, float]:
-    """Fidelity under each extra method, and how the quantized model's methods agree."""
-    metric = config.saliency.fidelity_metric
-    by_method = {config.saliency.method: maps}
-    out = {}
-    for method in config.saliency.also:
-        if method in by_method:
-            continue
-        ref = attribute(fp_model, data.probe_x, data.probe_y, method, baseline=black)
-        by_method[method] = attribute(model, data.probe_x, data.probe_y, method, baseline=black)
-        out[f"fidelity_{method}"] = fidelity(by_method[method], ref)[metric]
-    names = list(by_method)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            out[f"agreement_{a}_vs_{b}"] = float(spearman(by_method[a], by_method[b]).mean())
-    return out
-
-
-def _curvature(model, data: TrialData, config: TrialConfig) -> dict[str, float]:
-    n = config.groups.max_samples
-    norms = class_gradient_norms(model, data.test_x, data.test_y, data.num_classes, n)
-    eigen = class_hessian_top_eigenvalues(model, data.test_x, data.test_y, data.num_classes,
-                                          max_samples=n, seed=config.seed)
-    return {**{f"class_grad_norm_{c}": v for c, v in norms.items()},
-            **{f"class_hessian_top_{c}": v for c, v in eigen.items()}}
-
-
-def _state(epoch: int, model, optimizer, generator, history, config) -> dict:
-    """The checkpoint after `epoch`: everything a continued trial needs to train on exactly."""
-    return {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng": torch.get_rng_state(), "generator": generator.get_state(),
-            "history": history, "config": config.model_dump()}
-
-
-def _write_outputs(out_dir: Path, config, model, metrics, data, fp_maps, maps) -> dict[str, str]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    label = plan_label(config.resolved_bits())
-    grid = save_grid(
-        out_dir / "saliency_grid.png", data.denormalise(data.probe_x), fp_maps, maps,
-        data.probe_y, data.classes,
-        title=(f"{config.dataset} · {config.model.arch} · {label} · "
-               f"accuracy {metrics['accuracy']:.3f} · spearman {metrics['fidelity_spearman']:.3f}"),
-        columns=("input", "FP map", f"{label} map"),
-    )
-    weights = out_dir / "model.pt"
-    torch.save({"config": config.model_dump(), "state_dict": model.state_dict(),
-                "metrics": metrics}, weights)
-    summary = out_dir / "metrics.json"
-    summary.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    # The raw maps (float16, ~0.3 MB for 64 probes) let reports compose figures across trials.
-    maps_file = out_dir / "saliency_maps.npz"
-    np.savez_compressed(
-        maps_file, images=data.denormalise(data.probe_x).clamp(0, 1).cpu().half().numpy(),
-        labels=data.probe_y.cpu().numpy(), fp_maps=fp_maps.cpu().half().numpy(),
-        maps=maps.cpu().half().numpy())
-    return {"saliency_grid": str(grid), "model": str(weights), "metrics": str(summary),
-            "saliency_maps": str(maps_file)}
 
 
 def run_trial(
@@ -229,95 +111,175 @@ def iter_trial(
 ) -> Generator[Epoch, None, TrialResult]:
     """`run_trial` one epoch at a time: yields an `Epoch` after each QAT epoch and returns the
     `TrialResult` (as `StopIteration.value`) after the final evaluation."""
-    seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    device = resolve_device(config.device)
-    data = prepare_data(
-        config.dataset, device,
-        train_limit=config.limit.train, test_limit=config.limit.test,
-        imbalance=(config.imbalance.classes, config.imbalance.factor) if config.imbalance else None,
-        probe_size=config.saliency.probe_size, data_root=config.data_root,
-    )
-    seconds["data"] = time.perf_counter() - t0
-
-    # Phase 1: the FP reference and its saliency maps on the probe set.
+    # Phase 1: data, the FP reference and its maps, the quantized model from the FP weights
+    # (a checkpoint brings its own alphas: no calibration then).
+    setup = prepare(config, fp_reference=fp_reference, cache_dir=cache_dir,
+                    calibrate=checkpoint is None)
+    # Phase 2: QAT, one reported epoch (metrics and checkpoint) at a time.
     t = time.perf_counter()
-    if fp_reference is None:
-        fp_reference, trained = reference.load_or_train(
-            config, data, device, Path(cache_dir) if cache_dir else None)
-    elif fp_reference.key != config.fp_key():
-        raise ValueError(f"FP reference {fp_reference.key} is not this trial's ({config.fp_key()})")
-    fp_model = config.build_model(full_precision=True).to(device)
-    fp_model.load_state_dict(fp_reference.state_dict)
-    black = data.black()
-    fp_maps = attribute(fp_model, data.probe_x, data.probe_y, config.saliency.method,
-                        baseline=black)
-    seconds["fp"] = time.perf_counter() - t
-
-    # Phase 2: the quantized model, initialised from the FP weights (alphas from the config).
+    qat = QAT(setup, checkpoint)
+    for epoch in range(qat.start_epoch, config.qat.epochs):
+        yield qat.train(epoch)
+    seconds = {**setup.seconds, "qat": time.perf_counter() - t + setup.seconds["quantize"]}
+    # Phase 3: the final metrics (the last epoch's evaluation is of this very model: reused).
     t = time.perf_counter()
-    torch.manual_seed(config.seed)
-    model = config.build_model().to(device)
-    fp_weights = {k: v for k, v in fp_reference.state_dict.items() if not k.endswith("alpha")}
-    missing = model.load_state_dict(fp_weights, strict=False).missing_keys
-    assert all(k.endswith("alpha") for k in missing), missing
-    if config.qat.calibrate != "none" and checkpoint is None:  # a checkpoint has its alphas
-        calibrate_alphas(model, data.train_x[:CALIBRATION_IMAGES], config.qat.calibrate)
-    info = DATASETS[config.dataset]
-    cost = {"model_bits": float(model_bits(model)),  # fixed by the plan: computed once
-            "bitops": float(bitops(model, info.channels, info.size))}
-    optimizer = make_optimizer(model, config.qat, config.pact.alpha_decay)
-    generator = torch.Generator(device=device).manual_seed(config.seed + 1)
-    start_epoch, history, evaluated = 0, [], None
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["rng"])
-        generator.set_state(checkpoint["generator"].to(generator.get_state().device))
-        start_epoch, history = checkpoint["epoch"], list(checkpoint["history"])
-        log.info("continuing from the checkpoint of epoch %d", start_epoch)
-    loss_weights = (class_weights(data.train_y, data.num_classes)
-                    if config.qat.class_weights == "balanced" else None)
-    sg = config.qat.saliency_guided
-    guided = (sg.fraction, sg.kl_weight) if sg is not None and sg.kl_weight > 0 else None
+    metrics, maps = qat.evaluated or evaluate(setup, qat.model)
+    metrics = {**final_metrics(setup, qat.model, metrics, maps),
+               "fp_accuracy": setup.fp_reference.accuracy}
+    if qat.history:
+        metrics["loss"] = qat.history[-1]["loss"]
+    seconds.update(eval=time.perf_counter() - t, total=time.perf_counter() - t0)
+    metrics.update({f"seconds_{k}": seconds[k] for k in ("data", "fp", "qat", "eval", "total")})
+    # Phase 4: the trial's files.
+    files = write_outputs(Path(out_dir), setup, qat.model, metrics, maps) if out_dir else {}
+    return TrialResult(config, metrics, qat.history, files)
 
-    # Phase 3: QAT epochs, each reported with its metrics and a checkpoint.
-    for epoch in range(start_epoch, config.qat.epochs):
-        te = time.perf_counter()
-        loss = train_epoch(model, optimizer, data.train_x, data.train_y,
-                           batch_size=config.batch_size, generator=generator,
+
+class QAT:
+    """The QAT phase's state: the model, its optimiser and RNGs, the epochs' history; started
+    afresh from the set-up's model or continued from a checkpoint."""
+
+    def __init__(self, setup: TrialSetup, checkpoint: dict | None) -> None:
+        config, data = setup.config, setup.data
+        self.setup = setup
+        self.model = setup.model
+        self.optimizer = make_optimizer(self.model, config.qat, config.pact.alpha_decay)
+        self.generator = torch.Generator(device=setup.device).manual_seed(config.seed + 1)
+        self.start_epoch, self.history = 0, []
+        self.evaluated: tuple[dict[str, float], torch.Tensor] | None = None
+        if checkpoint is not None:
+            self.model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            torch.set_rng_state(checkpoint["rng"])
+            self.generator.set_state(checkpoint["generator"].to(self.generator.get_state().device))
+            self.start_epoch, self.history = checkpoint["epoch"], list(checkpoint["history"])
+            log.info("continuing from the checkpoint of epoch %d", self.start_epoch)
+        self.loss_weights = (class_weights(data.train_y, data.num_classes)
+                             if config.qat.class_weights == "balanced" else None)
+        sg = config.qat.saliency_guided
+        self.guided = (sg.fraction, sg.kl_weight) if sg is not None and sg.kl_weight > 0 else None
+
+    def train(self, epoch: int) -> Epoch:
+        """Train QAT epoch `epoch` (0-based), evaluate, and return it as an `Epoch`."""
+        config, data = self.setup.config, self.setup.data
+        start = time.perf_counter()
+        loss = train_epoch(self.model, self.optimizer, data.train_x, data.train_y,
+                           batch_size=config.batch_size, generator=self.generator,
                            num_classes=data.num_classes,
                            balanced=config.qat.sampling == "balanced",
-                           loss_weights=loss_weights, guided=guided)
+                           loss_weights=self.loss_weights, guided=self.guided)
         if not math.isfinite(loss):
-            raise TrialDiverged(
-                f"QAT loss became {loss} in epoch {epoch + 1} (plan "
-                f"{plan_label(config.resolved_bits())}, lr {config.qat.lr}): lower qat.lr")
-        evaluated = _evaluate(model, data, fp_maps, config, black, cost)
-        metrics = {"epoch": epoch + 1, "loss": loss, **evaluated[0],
-                   "epoch_seconds": time.perf_counter() - te}
-        history.append(metrics)
+            raise TrialDiverged(f"QAT loss became {loss} in epoch {epoch + 1} (plan "
+                                f"{config.plan_label()}, lr {config.qat.lr}): lower qat.lr")
+        self.evaluated = evaluate(self.setup, self.model)
+        metrics = {"epoch": epoch + 1, "loss": loss, **self.evaluated[0],
+                   "epoch_seconds": time.perf_counter() - start}
+        self.history.append(metrics)
         log.info("qat epoch %d/%d: loss %.4f, accuracy %.4f, fidelity %.4f", epoch + 1,
                  config.qat.epochs, loss, metrics["accuracy"], metrics["fidelity"])
-        yield Epoch(epoch + 1, metrics, functools.partial(
-            _state, epoch + 1, model, optimizer, generator, list(history), config))
-    seconds["qat"] = time.perf_counter() - t
+        return Epoch(epoch + 1, metrics, functools.partial(self.state, epoch + 1))
 
-    # Phase 4: final evaluation (the last epoch's evaluation is of this very model: reused).
-    t = time.perf_counter()
-    metrics, maps = evaluated or _evaluate(model, data, fp_maps, config, black, cost)
+    def state(self, epoch: int) -> dict:
+        """The checkpoint after `epoch`: everything a continued trial needs to train on exactly."""
+        return {"epoch": epoch, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
+                "generator": self.generator.get_state(), "history": list(self.history),
+                "config": self.setup.config.model_dump()}
+
+
+def _alphas(model: torch.nn.Module) -> dict[str, float]:
+    pacts = pact_modules(model)
+    return {f"alpha_{layer}": pacts[act].alpha.item()
+            for layer, act in model.activation_of.items()
+            if act in pacts and pacts[act].bits < FULL_PRECISION}
+
+
+def evaluate(setup: TrialSetup, model: torch.nn.Module) -> tuple[dict[str, float], torch.Tensor]:
+    """(metrics, maps): every metric a sweep may optimise, so that each epoch's report has
+    them all (accuracy, fidelity, per-class, deletion AUC, cost), and the alphas. Runs on a
+    forked RNG: evaluating never changes what the next epoch trains on."""
+    config, data = setup.config, setup.data
+    devices = [setup.device] if setup.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        logits = predict(model, data.test_x)
+        maps = setup.maps(model)
+        metrics = {"accuracy": float((logits.argmax(1) == data.test_y).double().mean()),
+                   **{f"fidelity_{k}": v for k, v in fidelity(maps, setup.fp_maps).items()}}
+        metrics["fidelity"] = metrics[f"fidelity_{config.saliency.fidelity_metric}"]
+        metrics.update(group_metrics(logits, data.test_y, data.num_classes))
+        metrics["deletion_auc"] = deletion_auc(model, data.probe_x, data.probe_y, maps,
+                                               steps=config.saliency.deletion_steps,
+                                               baseline=setup.black)
+    info = DATASETS[config.dataset]
+    cost = {"model_bits": float(model_bits(model)),
+            "bitops": float(bitops(model, info.channels, info.size))}
+    return {**metrics, **cost, **_alphas(model)}, maps
+
+
+def final_metrics(setup: TrialSetup, model, metrics: dict[str, float], maps: torch.Tensor
+                  ) -> dict[str, float]:
+    """The last evaluation plus what is measured once, at the end: fidelity under the other
+    saliency methods (`saliency.also`) and per-class curvature (`groups.curvature`)."""
     metrics = {k: v for k, v in metrics.items() if k not in ("epoch", "epoch_seconds")}
-    metrics.update(_method_comparison(model, fp_model, data, config, black, maps))
-    if config.groups.curvature:
-        metrics.update(_curvature(model, data, config))
-    metrics["fp_accuracy"] = fp_reference.accuracy
-    if history:
-        metrics["loss"] = history[-1]["loss"]
-    seconds["eval"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - t0
-    metrics.update({f"seconds_{k}": v for k, v in seconds.items()})
+    metrics.update(_method_comparison(setup, model, maps))
+    if setup.config.groups.curvature:
+        metrics.update(_curvature(setup, model))
+    return metrics
 
-    files = {}
-    if out_dir is not None:
-        files = _write_outputs(Path(out_dir), config, model, metrics, data, fp_maps, maps)
-    return TrialResult(config, metrics, history, files)
+
+def _method_comparison(setup: TrialSetup, model, maps: torch.Tensor) -> dict[str, float]:
+    """Fidelity under each extra method, and how the quantized model's methods agree."""
+    config = setup.config
+    metric = config.saliency.fidelity_metric
+    by_method = {config.saliency.method: maps}
+    out = {}
+    for method in config.saliency.also:
+        if method in by_method:
+            continue
+        by_method[method] = setup.maps(model, method)
+        out[f"fidelity_{method}"] = fidelity(by_method[method],
+                                             setup.maps(setup.fp_model, method))[metric]
+    names = list(by_method)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            out[f"agreement_{a}_vs_{b}"] = float(spearman(by_method[a], by_method[b]).mean())
+    return out
+
+
+def _curvature(setup: TrialSetup, model) -> dict[str, float]:
+    config, data = setup.config, setup.data
+    n = config.groups.max_samples
+    norms = class_gradient_norms(model, data.test_x, data.test_y, data.num_classes, n)
+    eigen = class_hessian_top_eigenvalues(model, data.test_x, data.test_y, data.num_classes,
+                                          max_samples=n, seed=config.seed)
+    return {**{f"class_grad_norm_{c}": v for c, v in norms.items()},
+            **{f"class_hessian_top_{c}": v for c, v in eigen.items()}}
+
+
+def write_outputs(out_dir: Path, setup: TrialSetup, model, metrics: dict[str, float],
+                  maps: torch.Tensor) -> dict[str, str]:
+    """saliency_grid.png, model.pt, metrics.json and saliency_maps.npz in `out_dir`."""
+    config, data = setup.config, setup.data
+    out_dir.mkdir(parents=True, exist_ok=True)
+    label = config.plan_label()
+    images = data.denormalise(data.probe_x)
+    grid = save_grid(
+        out_dir / "saliency_grid.png", images, setup.fp_maps, maps, data.probe_y, data.classes,
+        title=(f"{config.dataset} · {config.model.arch} · {label} · "
+               f"accuracy {metrics['accuracy']:.3f} · spearman {metrics['fidelity_spearman']:.3f}"),
+        columns=("input", "FP map", f"{label} map"),
+    )
+    weights = out_dir / "model.pt"
+    torch.save({"config": config.model_dump(), "state_dict": model.state_dict(),
+                "metrics": metrics}, weights)
+    summary = out_dir / "metrics.json"
+    summary.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    # The raw maps (float16, ~0.3 MB for 64 probes) let reports compose figures across trials.
+    maps_file = out_dir / "saliency_maps.npz"
+    np.savez_compressed(
+        maps_file, images=images.clamp(0, 1).cpu().half().numpy(),
+        labels=data.probe_y.cpu().numpy(), fp_maps=setup.fp_maps.cpu().half().numpy(),
+        maps=maps.cpu().half().numpy())
+    return {"saliency_grid": str(grid), "model": str(weights), "metrics": str(summary),
+            "saliency_maps": str(maps_file)}

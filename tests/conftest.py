@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from saliq import reference
+from saliq.build import build_model
 from saliq.config import parse_trial_config
-from saliq.data import prepare_data
+from saliq.data.tensors import prepare_data
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -66,6 +67,6 @@ def fp_reference(small_trial_config, fashion_small, fp_cache_dir):
 def trained_seed_cnn(small_trial_config, fp_reference):
     """The FP reference as a model, in eval mode (test accuracy ~0.7). Shared: copy it
     before changing its mode or flags."""
-    model = small_trial_config.build_model(full_precision=True)
+    model = build_model(small_trial_config, full_precision=True)
     model.load_state_dict(fp_reference.state_dict)
     return model.eval()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -34,6 +35,24 @@ def result(tmp_path: Path, name: str) -> dict:
     return data
 
 
+def finite_positive(data: dict, *figures: str) -> None:
+    """Every number under each named figure (a number, or nested dicts/lists of them) is
+    finite and positive: a benchmark that measured nothing fails here."""
+    def numbers(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                yield from numbers(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from numbers(v)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            yield value
+    for figure in figures:
+        values = list(numbers(data[figure]))
+        assert values, figure
+        assert all(math.isfinite(v) and v > 0 for v in values), (figure, data[figure])
+
+
 def test_epoch_benchmark_measures_quantization_data_and_saliency_shares(tmp_path):
     done = bench(tmp_path, "epoch.py", "--quick", "--images", "1024", "--rounds", "1")
     data = result(tmp_path, "epoch-quick")
@@ -41,6 +60,8 @@ def test_epoch_benchmark_measures_quantization_data_and_saliency_shares(tmp_path
     assert set(data["qat_fp_ratio"]) == {"4", "2"}
     assert all(ratio > 0 for ratio in data["qat_fp_ratio"].values())
     assert 0 < data["data_share"] < 1 and 0 < data["saliency_share"]
+    finite_positive(data, "qat_fp_ratio", "data_share", "saliency_share",
+                    "dataloader_epoch_ratio", "naive_data_share")
 
 
 def test_orchestration_benchmark_runs_a_real_sweep_against_the_same_trials_in_process(tmp_path):
@@ -50,6 +71,7 @@ def test_orchestration_benchmark_runs_a_real_sweep_against_the_same_trials_in_pr
     assert data["sweep_wall_s"] > data["startup_s"] > 0
     assert data["overhead_s_per_trial"] == pytest.approx(
         (data["sweep_wall_s"] - sum(data["in_process_wall_s"]) / 2) / 2)
+    finite_positive(data, "sweep_wall_s", "in_process_wall_s", "startup_s")
 
 
 def test_search_benchmark_replays_the_samplers_on_the_committed_table(tmp_path):
@@ -61,6 +83,7 @@ def test_search_benchmark_replays_the_samplers_on_the_committed_table(tmp_path):
     assert set(ratios) == {"tpe", "nsga2", "random", "tpe_seeded"}
     assert ratios["random"]["ratio"] == 1.0
     assert Path(data["plot"]).is_file()
+    finite_positive(data["figures"], "hypervolume_ratio_vs_random")
 
 
 def test_gpu_benchmark_runs_its_measurements_on_the_cpu(tmp_path):
@@ -71,6 +94,16 @@ def test_gpu_benchmark_runs_its_measurements_on_the_cpu(tmp_path):
     assert [p["trials"] for p in data["trials_per_hour"]] == [1, 2]
     per_hour = [p["trials_per_hour"] for p in data["trials_per_hour"]]
     assert data["packing_speedup"] == pytest.approx(max(per_hour) / per_hour[0])
+    finite_positive(data, "gpu_epoch_s", "trials_per_hour", "packing_speedup")
+
+
+def test_cli_benchmark_times_validation_against_importing_torch(tmp_path):
+    bench(tmp_path, "cli.py", "--quick", "--runs", "1")
+    data = result(tmp_path, "cli-quick")
+    assert data["validate_import_torch_ratio"] == pytest.approx(
+        data["validate_s"] / data["import_torch_s"])
+    finite_positive(data, "validate_s", "import_torch_s", "python_s",
+                    "validate_import_torch_ratio")
 
 
 def test_suite_runs_the_chosen_benchmarks_and_summarises_their_figures(tmp_path):
@@ -82,7 +115,7 @@ def test_suite_runs_the_chosen_benchmarks_and_summarises_their_figures(tmp_path)
                                        "overhead_s_per_trial", "hypervolume_ratio_vs_random",
                                        "gpu_epoch_s", "packing_speedup"}
     compiled = result(tmp_path, "compile-quick")
-    assert compiled["pact_fused_ratio"] > 0 and compiled["qat_step_fused_ratio"] > 0
+    finite_positive(compiled, "pact_fused_ratio", "qat_step_fused_ratio")
     if not gpu:
         assert result(tmp_path, "gpu")["skipped"] == "no CUDA device on this machine"
         assert summary["figures"]["gpu"] == "no CUDA device on this machine"

@@ -228,21 +228,21 @@ def test_a_cluster_without_a_node_for_a_trial_is_warned_about_not_refused(monkey
     # an autoscaler may still add the node the trials wait for
     import ray
 
-    from saliq.sweep.runner import ResourcesUnavailable, _check_resources
+    from saliq.sweep.connection import ResourcesUnavailable, check_resources
     from saliq.sweep.spec import ResourcesSpec
 
     nodes = [{"Alive": True, "Resources": {"CPU": 8.0}},
              {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 1.0}}]  # a dead node: no use
     monkeypatch.setattr(ray, "nodes", lambda: nodes)
     wanted = ResourcesSpec(cpu=2, gpu=0.5)
-    _check_resources(wanted, local=False)
+    check_resources(wanted, local=False)
     assert "no node of the Ray cluster has 2 CPU and 0.5 GPU for a trial (nodes: 8 CPU, 0 GPU)" \
         in caplog.text
     with pytest.raises(ResourcesUnavailable, match="more than this machine's local Ray has"):
-        _check_resources(wanted, local=True)
+        check_resources(wanted, local=True)
     caplog.clear()
     nodes[1]["Alive"] = True
-    _check_resources(wanted, local=True)  # fits on the GPU node
+    check_resources(wanted, local=True)  # fits on the GPU node
     assert caplog.text == ""
 
 
@@ -287,8 +287,10 @@ def test_a_dataset_missing_on_the_workers_fails_the_sweep_in_one_line(tmp_path, 
 
     from saliq import tracking
     from saliq.errors import DataNotFound
-    from saliq.sweep.runner import run_sweep
+    from saliq.sweep.lifecycle import run_sweep
     from saliq.sweep.spec import load_sweep
+    from saliq.tracking import runs
+    from saliq.tracking import uri as tracking_uri
 
     monkeypatch.setenv("SALIQ_DATA_DIR", str(tmp_path / "no-downloads"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -303,7 +305,7 @@ def test_a_dataset_missing_on_the_workers_fails_the_sweep_in_one_line(tmp_path, 
     assert message.startswith("FP reference ") and "dataset cifar10 not found" in message
     assert message.endswith("(a sweep spec gives --data-root as trial.data_root); once fixed, "
                             "`saliq sweep resume fuzz` trains it again")
-    client = tracking.make_client(tracking.default_store(tmp_path / "runs"))
+    client = runs.make_client(tracking_uri.default_store(tmp_path / "runs"))
     [parent] = client.search_runs([client.get_experiment_by_name("fuzz").experiment_id])
     assert parent.info.status == "FAILED"
     assert "dataset cifar10 not found" in parent.data.tags[tracking.TAG_REASON]
@@ -341,7 +343,8 @@ def test_database_tracking_uris_are_checked_before_anything_is_written(
 
 
 def test_a_store_uri_is_opened_with_mlflow_ui_and_a_server_url_directly(tmp_path):
-    from saliq.sweep.runner import SweepOutcome, describe
+    from saliq.sweep.lifecycle import SweepOutcome
+    from saliq.sweep.terminal import describe
 
     def ui_line(uri: str) -> str:
         outcome = SweepOutcome("s", "s-1", "s", "3", uri, 1, 0, None, 1.0)
@@ -362,7 +365,7 @@ def test_a_sweep_has_one_driver_at_a_time(tmp_path, capsys, monkeypatch):
     import subprocess
     import sys
 
-    from saliq.sweep.runner import _driver_lock
+    from saliq.sweep.lifecycle import driver_lock
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -370,8 +373,8 @@ def test_a_sweep_has_one_driver_at_a_time(tmp_path, capsys, monkeypatch):
     spec.write_text(yaml.safe_dump({**VALID_SPEC, "storage": str(tmp_path / "runs")}))
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path\n"
-         "from saliq.sweep.runner import _driver_lock\n"
-         "with _driver_lock(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(600)",
+         "from saliq.sweep.lifecycle import driver_lock\n"
+         "with driver_lock(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(600)",
          str(tmp_path / "runs" / "fuzz")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
@@ -382,7 +385,7 @@ def test_a_sweep_has_one_driver_at_a_time(tmp_path, capsys, monkeypatch):
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    with _driver_lock(tmp_path / "runs" / "fuzz"):  # the dead driver's lock went with it
+    with driver_lock(tmp_path / "runs" / "fuzz"):  # the dead driver's lock went with it
         pass
 
 
@@ -396,7 +399,7 @@ def test_file_store_is_refused(tmp_path, capsys):
 
 
 def test_redact_hides_passwords_only():
-    from saliq.tracking import redact
+    from saliq.tracking.uri import redact
 
     assert redact("http://u:p4ss@host:5000/x") == "http://u:***@host:5000/x"
     assert redact("postgresql://u:p@db/mlflow") == "postgresql://u:***@db/mlflow"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from saliq.config import TrialConfig, flatten, load_yaml, parse_trial_config, set_dotted
+from saliq.config import TrialConfig, load_yaml, parse_trial_config
+from saliq.dotted import flatten, set_dotted
 from saliq.errors import ConfigError
-from saliq.quant import LayerBits
+from saliq.quant.plan import LayerBits
 
 BAD = [
     ({"bogus": 1}, "trial.bogus", "unknown key"),

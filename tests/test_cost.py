@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from saliq.cost import IMAGE_BITS, bitops, layer_macs, model_bits
-from saliq.models import build_model
-from saliq.quant import BitsPair, LayerBits, PrecisionPlan
+from saliq.models.networks import build_model
+from saliq.quant.plan import BitsPair, LayerBits, PrecisionPlan
 
 SEED_WEIGHTS = {"conv1": 32 * 1 * 9, "conv2": 64 * 32 * 9, "fc1": 128 * 64 * 12 * 12,
                 "fc2": 10 * 128}

@@ -16,7 +16,7 @@ from saliq.groups import (
     group_metrics,
     per_class_accuracy,
 )
-from saliq.quant import PACT
+from saliq.quant.layers import PACT
 
 
 def _logits_and_labels(seed=0, n=500, classes=10):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from saliq.guided import mask_least_salient, saliency_guided_loss
-from saliq.models import build_model
-from saliq.quant import PrecisionPlan
+from saliq.models.networks import build_model
+from saliq.quant.plan import PrecisionPlan
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.37, 0.5, 0.9])

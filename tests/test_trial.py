@@ -15,9 +15,10 @@ import torch
 
 from saliq import reference
 from saliq.config import parse_trial_config
-from saliq.data import prepare_data
+from saliq.data.tensors import prepare_data
 from saliq.errors import TrialDiverged
-from saliq.trial import plan_label, run_trial
+from saliq.quant.plan import plan_label
+from saliq.trial import run_trial
 
 FINAL_METRICS = ("accuracy", "fidelity", "fidelity_ssim", "fidelity_spearman",
                  "fidelity_topk_iou", "worst_class_accuracy", "class_accuracy_gap", "model_bits")

@@ -7,7 +7,7 @@ import sys
 
 from ray.tune import Callback
 
-from saliq.pareto import non_dominated
+from saliq.frontier import non_dominated
 from saliq.sweep.spec import Sweep
 
 __all__ = ["Progress"]

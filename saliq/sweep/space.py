@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optuna
 
-from saliq.sweep.spec import Choice, IntRange, Sweep, Uniform
+from saliq.sweep.spec import Choice, IntRange, LogUniform, Sweep, Uniform
 
 __all__ = ["distributions", "make_sampler"]
 
@@ -15,7 +15,7 @@ def distributions(sweep: Sweep) -> dict[str, optuna.distributions.BaseDistributi
     for path, dim in sweep.dims.items():
         if isinstance(dim, Choice):
             out[path] = optuna.distributions.CategoricalDistribution(dim.options())
-        elif isinstance(dim, Uniform):
+        elif isinstance(dim, Uniform | LogUniform):
             out[path] = optuna.distributions.FloatDistribution(dim.low, dim.high, log=dim.log)
         elif isinstance(dim, IntRange):
             out[path] = optuna.distributions.IntDistribution(dim.low, dim.high)

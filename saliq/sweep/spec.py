@@ -13,19 +13,36 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from saliq.config import TrialConfig, load_yaml, parse_trial_config
+from saliq.config import (
+    FP_RECIPE_FIELDS,
+    FidelityMetric,
+    TrialConfig,
+    load_yaml,
+    parse_trial_config,
+)
+from saliq.dotted import ROOT_PATH, split
 from saliq.errors import ConfigError, format_validation_error
+from saliq.saliency import FIDELITY_METRICS
 
 __all__ = [
-    "FP_RECIPE_FIELDS",
     "METRICS",
     "Choice",
     "Dimension",
     "IntRange",
+    "LogUniform",
     "Sweep",
     "SweepSpec",
     "Uniform",
@@ -37,12 +54,9 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 # Final metrics a sweep can optimise (DESIGN.md's shared names and the cost/faithfulness ones).
 METRICS = (
-    "accuracy", "fidelity", "fidelity_ssim", "fidelity_spearman", "fidelity_topk_iou",
+    "accuracy", "fidelity", *(f"fidelity_{m}" for m in FIDELITY_METRICS),
     "worst_class_accuracy", "class_accuracy_gap", "model_bits", "bitops", "deletion_auc",
 )
-# Trial settings that determine the FP reference; searching them means one FP model per value.
-FP_RECIPE_FIELDS = ("dataset", "data_root", "limit", "imbalance", "model", "fp", "batch_size",
-                    "seed")
 
 
 def _name(value: str) -> str:
@@ -56,12 +70,185 @@ class _Spec(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
+# ---- search dimensions -----------------------------------------------------------------
+# Each kind is a model of one key ({choice: [...]}, {uniform: [low, high]}, ...); a pydantic
+# union discriminated by that key validates them, and the models are the dimensions the search
+# space is built from (Optuna distributions, decoding sampled values, enqueued points).
+
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def _bounds(raw: Any) -> list[float]:
+    ok = (isinstance(raw, list) and len(raw) == 2
+          and all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw)
+          and all(math.isfinite(v) for v in raw))
+    if not ok:
+        raise ValueError("give [low, high], two finite numbers")
+    if not raw[0] < raw[1]:
+        raise ValueError(f"low {raw[0]} must be below high {raw[1]}")
+    return list(raw)
+
+
+class Choice(_Spec):
+    """A categorical dimension: a list of options, or a mapping of named options. Complex
+    values (a whole precision plan) are searched by label: the mapping's keys, or the list
+    position."""
+
+    choice: Any
+
+    @field_validator("choice", mode="before")
+    @classmethod
+    def _options(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw:
+            if not all(isinstance(k, str) for k in raw):
+                raise ValueError("option names must be strings")
+            return raw
+        if not isinstance(raw, list) or not raw:
+            raise ValueError("give a non-empty list (or a mapping of named options)")
+        if all(isinstance(v, _SCALARS) for v in raw) and len({(type(v), v) for v in raw}) != len(
+                raw):
+            raise ValueError("options repeat")
+        return raw
+
+    @property
+    def values(self) -> tuple[Any, ...]:
+        return tuple(self.choice.values() if isinstance(self.choice, dict) else self.choice)
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """What the search samples in place of complex values; None: the values themselves."""
+        if isinstance(self.choice, dict):
+            return tuple(self.choice)
+        if all(isinstance(v, _SCALARS) for v in self.choice):
+            return None
+        return tuple(str(i) for i in range(len(self.choice)))
+
+    def options(self) -> list[Any]:
+        return list(self.labels if self.labels is not None else self.values)
+
+    def decode(self, sampled: Any) -> Any:
+        labels = self.labels
+        return self.values[labels.index(sampled)] if labels is not None else sampled
+
+    def encode(self, value: Any) -> Any:
+        """The searched option of a value (for enqueued points); KeyError if not an option."""
+        labels = self.labels
+        if labels is not None:
+            if value in labels:
+                return value
+            for label, v in zip(labels, self.values, strict=True):
+                if v == value:
+                    return label
+        elif value in self.values:
+            return value
+        raise KeyError(value)
+
+
+class _Interval(_Spec):
+    log: ClassVar[bool] = False
+
+    @property
+    def low(self) -> float:
+        return float(self._pair()[0])
+
+    @property
+    def high(self) -> float:
+        return float(self._pair()[1])
+
+    def decode(self, sampled: Any) -> Any:
+        return float(sampled)
+
+    def encode(self, value: Any) -> Any:
+        if not isinstance(value, int | float) or not self.low <= value <= self.high:
+            raise KeyError(value)
+        return float(value)
+
+
+class Uniform(_Interval):
+    uniform: list[Any]
+
+    @field_validator("uniform", mode="before")
+    @classmethod
+    def _interval(cls, raw: Any) -> list[float]:
+        return _bounds(raw)
+
+    def _pair(self) -> list[Any]:
+        return self.uniform
+
+
+class LogUniform(_Interval):
+    loguniform: list[Any]
+    log: ClassVar[bool] = True
+
+    @field_validator("loguniform", mode="before")
+    @classmethod
+    def _positive(cls, raw: Any) -> list[float]:
+        low, high = _bounds(raw)
+        if low <= 0:
+            raise ValueError(f"low {low} must be positive")
+        return [low, high]
+
+    def _pair(self) -> list[Any]:
+        return self.loguniform
+
+
+class IntRange(_Spec):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, serialize_by_alias=True)
+
+    bounds: list[int] = Field(alias="int")
+
+    @field_validator("bounds", mode="before")
+    @classmethod
+    def _integers(cls, raw: Any) -> list[int]:
+        low, high = _bounds(raw)
+        if not all(isinstance(v, int) for v in (low, high)):
+            raise ValueError("bounds must be integers")
+        return [low, high]
+
+    @property
+    def low(self) -> int:
+        return self.bounds[0]
+
+    @property
+    def high(self) -> int:
+        return self.bounds[1]
+
+    def decode(self, sampled: Any) -> Any:
+        return int(sampled)
+
+    def encode(self, value: Any) -> Any:
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if not is_int or not self.low <= value <= self.high:
+            raise KeyError(value)
+        return value
+
+
+_KINDS = ("choice", "uniform", "loguniform", "int")
+
+
+def _kind(raw: Any) -> str | None:
+    if isinstance(raw, BaseModel):  # already validated (a spec re-validated from a dump)
+        raw = raw.model_dump(by_alias=True)
+    if isinstance(raw, dict) and len(raw) == 1 and next(iter(raw)) in _KINDS:
+        return f"<{next(iter(raw))}>"  # <...>: the error formatter leaves tags out of paths
+    return None
+
+
+Dimension = Annotated[
+    Annotated[Choice, Tag("<choice>")] | Annotated[Uniform, Tag("<uniform>")]
+    | Annotated[LogUniform, Tag("<loguniform>")] | Annotated[IntRange, Tag("<int>")],
+    Discriminator(_kind, custom_error_type="dimension",
+                  custom_error_message="write one of {choice: [...]}, {uniform: [low, high]}, "
+                                       "{loguniform: [low, high]} or {int: [low, high]}"),
+]
+
+
 class ObjectiveSpec(_Spec):
     """`weighted`: maximise sum(weight * metric); `pareto`: each metric with its direction."""
 
     weighted: dict[str, Annotated[float, Field(allow_inf_nan=False)]] | None = None
     pareto: dict[str, Literal["max", "min"]] | None = None
-    fidelity_metric: Literal["ssim", "spearman", "topk_iou"] = "spearman"
+    fidelity_metric: FidelityMetric = "spearman"  # the trial's saliency.fidelity_metric
 
     @model_validator(mode="after")
     def _one_mode(self) -> ObjectiveSpec:
@@ -142,7 +329,7 @@ class MlflowSpec(_Spec):
 class SweepSpec(_Spec):
     name: str
     trial: dict[str, Any] = {}
-    search: dict[str, Any] = {}
+    search: dict[str, Dimension] = {}
     objective: ObjectiveSpec = ObjectiveSpec(weighted={"accuracy": 0.5, "fidelity": 0.5})
     sampler: SamplerSpec = SamplerSpec()
     budget: BudgetSpec = BudgetSpec()
@@ -162,108 +349,6 @@ class SweepSpec(_Spec):
         return self.mlflow.experiment or self.name
 
 
-# ---- search dimensions -----------------------------------------------------------------
-
-_SCALARS = (bool, int, float, str, type(None))
-
-
-@dataclass(frozen=True)
-class Choice:
-    """A categorical dimension. Complex values (a whole precision plan) are searched by label:
-    the mapping form's keys, or the list position."""
-
-    values: tuple[Any, ...]
-    labels: tuple[str, ...] | None = None  # None: the values themselves are searched
-
-    def options(self) -> list[Any]:
-        return list(self.labels if self.labels is not None else self.values)
-
-    def decode(self, sampled: Any) -> Any:
-        return self.values[self.labels.index(sampled)] if self.labels is not None else sampled
-
-    def encode(self, value: Any) -> Any:
-        """The searched option of a value (for enqueued points); KeyError if not an option."""
-        if self.labels is not None:
-            if value in self.labels:
-                return value
-            for label, v in zip(self.labels, self.values, strict=True):
-                if v == value:
-                    return label
-        elif value in self.values:
-            return value
-        raise KeyError(value)
-
-
-@dataclass(frozen=True)
-class Uniform:
-    low: float
-    high: float
-    log: bool = False
-
-    def decode(self, sampled: Any) -> Any:
-        return float(sampled)
-
-    def encode(self, value: Any) -> Any:
-        if not isinstance(value, int | float) or not self.low <= value <= self.high:
-            raise KeyError(value)
-        return float(value)
-
-
-@dataclass(frozen=True)
-class IntRange:
-    low: int
-    high: int
-
-    def decode(self, sampled: Any) -> Any:
-        return int(sampled)
-
-    def encode(self, value: Any) -> Any:
-        is_int = isinstance(value, int) and not isinstance(value, bool)
-        if not is_int or not self.low <= value <= self.high:
-            raise KeyError(value)
-        return value
-
-
-Dimension = Choice | Uniform | IntRange
-
-_KINDS = ("choice", "uniform", "loguniform", "int")
-
-
-def _dimension(where: str, raw: Any) -> Dimension:
-    if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in _KINDS:
-        raise ConfigError(f"{where}: write one of {{choice: [...]}}, {{uniform: [low, high]}}, "
-                          "{loguniform: [low, high]} or {int: [low, high]}")
-    kind, arg = next(iter(raw.items()))
-    if kind == "choice":
-        if isinstance(arg, dict) and arg:
-            if not all(isinstance(k, str) for k in arg):
-                raise ConfigError(f"{where}.choice: option names must be strings")
-            return Choice(tuple(arg.values()), tuple(arg))
-        if not isinstance(arg, list) or not arg:
-            raise ConfigError(f"{where}.choice: give a non-empty list (or a mapping of named "
-                              "options)")
-        if all(isinstance(v, _SCALARS) for v in arg):
-            if len({(type(v), v) for v in arg}) != len(arg):
-                raise ConfigError(f"{where}.choice: options repeat")
-            return Choice(tuple(arg))
-        return Choice(tuple(arg), tuple(str(i) for i in range(len(arg))))
-    ok_pair = (isinstance(arg, list) and len(arg) == 2
-               and all(isinstance(v, int | float) and not isinstance(v, bool) for v in arg)
-               and all(math.isfinite(v) for v in arg))
-    if not ok_pair:
-        raise ConfigError(f"{where}.{kind}: give [low, high], two finite numbers")
-    low, high = arg
-    if not low < high:
-        raise ConfigError(f"{where}.{kind}: low {low} must be below high {high}")
-    if kind == "int":
-        if not all(isinstance(v, int) for v in arg):
-            raise ConfigError(f"{where}.int: bounds must be integers")
-        return IntRange(low, high)
-    if kind == "loguniform" and low <= 0:
-        raise ConfigError(f"{where}.loguniform: low {low} must be positive")
-    return Uniform(float(low), float(high), log=kind == "loguniform")
-
-
 def _check_values(dim: Dimension) -> list[Any]:
     if isinstance(dim, Choice):
         return list(dim.values)
@@ -272,7 +357,7 @@ def _check_values(dim: Dimension) -> list[Any]:
 
 def _touches_fp_recipe(path: str) -> bool:
     # the root path `trial` (whole variants) may change anything, the FP recipe included
-    return path.split(".")[0] in (*FP_RECIPE_FIELDS, "trial")
+    return split(path)[0] in (*FP_RECIPE_FIELDS, ROOT_PATH)
 
 
 @dataclass(frozen=True)
@@ -286,6 +371,11 @@ class Sweep:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def as_written(self) -> dict[str, Any]:
+        """The spec as plain data holding only what its author set (defaults left to the
+        schema): what `spec.yaml` stores and `parse_sweep` reads back to the same sweep."""
+        return self.spec.model_dump(mode="json", exclude_unset=True)
 
     def trial_config(self, sampled: dict[str, Any]) -> TrialConfig:
         """The trial config of one sampled point (search-space options -> values)."""
@@ -326,16 +416,10 @@ def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
         spec = SweepSpec.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, where)) from None
-    trial = dict(spec.trial)
-    saliency = trial.get("saliency", {})
-    if isinstance(saliency, dict):  # the objective chooses which fidelity the trial reports
-        trial["saliency"] = {**saliency, "fidelity_metric": spec.objective.fidelity_metric}
-    base = parse_trial_config(trial, f"{where}.trial")
-
-    dims: dict[str, Dimension] = {}
-    for path, raw in spec.search.items():
-        dims[path] = _dimension(f"{where}.search[{path!r}]", raw)
-        if _touches_fp_recipe(path) and not isinstance(dims[path], Choice):
+    base = parse_trial_config(_with_fidelity_metric(spec, where), f"{where}.trial")
+    dims = dict(spec.search)
+    for path, dim in dims.items():
+        if _touches_fp_recipe(path) and not isinstance(dim, Choice):
             raise ConfigError(f"{where}.search[{path!r}]: the FP reference is trained once per "
                               "recipe before the trials, so this setting can only be searched "
                               "with a choice list")
@@ -349,6 +433,23 @@ def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
                     raise ConfigError(f"{where}.search[{path!r}]: {_reason(e, value)}") from None
     _check_plan(sweep, where)
     return sweep
+
+
+def _with_fidelity_metric(spec: SweepSpec, where: str) -> dict[str, Any]:
+    """The base trial config with the fidelity metric named once: `objective.fidelity_metric`
+    or `trial.saliency.fidelity_metric`, whichever is given; both, disagreeing, is an error."""
+    trial = dict(spec.trial)
+    saliency = trial.get("saliency", {})
+    if "fidelity_metric" not in spec.objective.model_fields_set or not isinstance(saliency, dict):
+        return trial
+    named = spec.objective.fidelity_metric
+    if saliency.get("fidelity_metric", named) != named:
+        raise ConfigError(f"{where}.objective.fidelity_metric: {named!r}, but "
+                          f"{where}.trial.saliency.fidelity_metric is "
+                          f"{saliency['fidelity_metric']!r}: name the fidelity metric in one "
+                          "place")
+    trial["saliency"] = {**saliency, "fidelity_metric": named}
+    return trial
 
 
 def _check_plan(sweep: Sweep, where: str) -> None:

@@ -27,18 +27,17 @@ from ray import tune
 from ray.tune.result import SHOULD_CHECKPOINT
 
 from saliq import tracking
-from saliq.config import TrialConfig, flatten
+from saliq.config import TrialConfig
+from saliq.dotted import flatten
 from saliq.errors import TrialDiverged
 from saliq.reference import FPReference
 from saliq.sweep.spec import Sweep
+from saliq.tracking import runs
+from saliq.tracking.logger import RunLogger
 from saliq.training import keep_freed_memory
-from saliq.trial import Epoch, TrialResult, iter_trial, plan_label
+from saliq.trial import Epoch, TrialResult, iter_trial
 
-__all__ = ["QATTrainable", "SweepContext"]
-
-# the allocator must be set before training allocates (see keep_freed_memory), and this
-# module is imported when the worker starts
-keep_freed_memory()
+__all__ = ["QATTrainable", "SweepContext", "trial_params"]
 
 log = logging.getLogger("saliq")
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -61,24 +60,24 @@ def trial_params(config: TrialConfig) -> dict[str, Any]:
     for layer, (w, a) in config.resolved_bits().items():
         params[f"bits.{layer}.weight"] = w
         params[f"bits.{layer}.act"] = a
-    params["plan"] = plan_label(config.resolved_bits())
+    params["plan"] = config.plan_label()
     return params
 
 
 def _open_run(ctx: SweepContext, trial_id: str, config: TrialConfig, sampled: dict):
-    client = tracking.make_client(ctx.tracking_uri)
-    run = tracking.find_or_create_run(
+    client = runs.make_client(ctx.tracking_uri)
+    run = runs.find_or_create_run(
         client, ctx.experiment_id,
         match={tracking.TAG_SWEEP: ctx.sweep_id, tracking.TAG_TRIAL: trial_id,
                tracking.TAG_ROLE: "trial"},
         tags={"mlflow.parentRunId": ctx.parent_run_id},
-        run_name=f"{trial_id} {plan_label(config.resolved_bits())}",
+        run_name=f"{trial_id} {config.plan_label()}",
     )
-    logger = tracking.RunLogger(client, run.info.run_id)
+    logger = RunLogger(client, run.info.run_id)
     if run.info.status != "FINISHED":
         logger.set_status("RUNNING")
         logger.set_tag(tracking.TAG_CONFIG, json.dumps(config.model_dump(), sort_keys=True))
-        logger.set_tag("saliq.sampled", json.dumps(sampled, sort_keys=True, default=str))
+        logger.set_tag(tracking.TAG_SAMPLED, json.dumps(sampled, sort_keys=True, default=str))
         logger.log_params(trial_params(config))
     return run, logger
 
@@ -95,6 +94,9 @@ class QATTrainable(tune.Trainable):
     last epoch evaluates, uploads the artifacts, ends the run FINISHED and reports `done`."""
 
     def setup(self, config: dict, context: SweepContext, references: dict[str, FPReference]):
+        # the worker's process-wide settings, before the first trial allocates anything
+        keep_freed_memory()
+        tracking.quiet_environment()
         self.context = context
         self.references = references
         self._begin(config)
@@ -104,7 +106,7 @@ class QATTrainable(tune.Trainable):
         self.trial_config = self.context.sweep.trial_config(params)
         self.restored: dict | None = None  # the checkpoint Tune restored this trial from
         self.steps = None  # the trial's epochs (iter_trial), from its first step on
-        self.logger: tracking.RunLogger | None = None
+        self.logger: RunLogger | None = None
         self.logged: set[int] = set()  # steps the run already holds (an earlier attempt's)
         self.latest: Epoch | None = None
         self.outputs: str | None = None

@@ -1,0 +1,111 @@
+"""PACT (Choi et al. 2018, arXiv 1805.06085): a ReLU with a learnable clip `alpha`, `k` bits.
+
+DESIGN.md's definition, exactly: ``y = clip(x, 0, alpha)``,
+``y_q = round(y * (2^k - 1) / alpha) * alpha / (2^k - 1)``, straight-through gradients
+``d y_q / d x = 1`` where ``0 <= x < alpha`` and ``d y_q / d alpha = 1`` where ``x >= alpha``.
+``k >= 32`` means no quantization (a plain ReLU).
+
+Three ways to the same values: the fused CPU kernels of `saliq.quant.fused` (float32, one
+pass each way), an eager CPU path (alpha read as a number: free on the CPU) and an eager
+device path (alpha stays a tensor: no host sync). A backward run with `create_graph=True`
+(a loss that trains through the model's own input gradients, as explanation distillation
+does) takes a path of plain differentiable operations with the same first-order values, so
+second-order gradients flow through the straight-through masks.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from saliq.quant import fused
+from saliq.quant.plan import FULL_PRECISION
+
+__all__ = ["pact"]
+
+# The largest float32 below zero (a subnormal): `x > _BELOW_ZERO` is `x >= 0`, exactly.
+_BELOW_ZERO = -torch.finfo(torch.float32).tiny * 2.0**-23
+
+
+def _grads_masks(grad, x, alpha):
+    """The straight-through gradients from 0/1 masks, alpha staying a tensor: no host sync."""
+    above = torch.ge(x, alpha, out=torch.empty_like(grad))  # 1 where x >= alpha
+    # 1 where 0 <= x < alpha; the clamp keeps it 0 (not -1) below 0 when alpha < 0
+    inside = torch.ge(x, 0, out=torch.empty_like(grad)).sub_(above).clamp_min_(0)
+    grad_alpha = above.mul_(grad).sum().reshape(alpha.shape)
+    return inside.mul_(grad), grad_alpha
+
+
+def _grads_cpu(grad, x, alpha):
+    """The same gradients in two passes: hardtanh's backward keeps `grad` where
+    `low < x < high`, which with float32 neighbours as bounds is `0 <= x < alpha` and
+    `x >= alpha`. It needs alpha as a number, free on the CPU (a GPU would sync each step)."""
+    if alpha.dtype != torch.float32 or x.dtype != torch.float32:
+        return _grads_masks(grad, x, alpha)
+    a = alpha.item()
+    below_a = torch.nextafter(alpha, alpha.new_tensor(-torch.inf)).item()
+    grad_x = torch.ops.aten.hardtanh_backward(grad, x, _BELOW_ZERO, a)
+    grad_alpha = torch.ops.aten.hardtanh_backward(grad, x, below_a, torch.inf).sum()
+    return grad_x, grad_alpha.reshape(alpha.shape)
+
+
+def _grads_differentiable(grad, x, alpha):
+    """The same gradients as functions autograd can differentiate again (in `grad`: the masks
+    are constants almost everywhere), for a backward with `create_graph=True`."""
+    zero = grad.new_zeros(())
+    grad_x = torch.where((x >= 0) & (x < alpha), grad, zero)
+    grad_alpha = torch.where(x >= alpha, grad, zero).sum().reshape(alpha.shape)
+    return grad_x, grad_alpha
+
+
+class _PactQuantize(torch.autograd.Function):
+    # The formula's values and gradients bit for bit, in few full-size passes: the forward
+    # makes one temporary and works in place on it.
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:
+        ctx.save_for_backward(x, alpha)
+        levels = 2**bits - 1
+        kernels = _fused_kernels(x, alpha)
+        if kernels is not None:
+            return kernels[0](x.reshape(-1), alpha, _levels(levels)).view_as(x)
+        if x.device.type == "cpu":  # alpha as a number: one pass, and free on the CPU
+            y = x.clamp(0.0, alpha.item())  # clip(x, 0, alpha)
+        else:
+            y = torch.relu(x).clamp_max_(alpha)
+        # DESIGN.md's formula in its own order of operations: y_q matches it bit for bit
+        return y.mul_(levels).div_(alpha).round_().mul_(alpha).div_(levels)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, alpha = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative will follow
+            return *_grads_differentiable(grad, x, alpha), None
+        kernels = _fused_kernels(x, alpha)
+        if kernels is not None:
+            grad_x, grad_alpha = kernels[1](grad.reshape(-1), x.reshape(-1), alpha)
+            return grad_x.view_as(x), grad_alpha.reshape(alpha.shape), None
+        grads = _grads_cpu if x.device.type == "cpu" else _grads_masks
+        return *grads(grad, x, alpha), None
+
+
+def _fused_kernels(x: torch.Tensor, alpha: torch.Tensor):
+    """The fused PACT kernels where they apply: float32 on the CPU, a contiguous activation."""
+    if (x.device.type != "cpu" or x.dtype != torch.float32 or alpha.dtype != torch.float32
+            or not x.is_contiguous()):
+        return None
+    return fused.pact_kernels()
+
+
+@functools.cache
+def _levels(levels: int) -> torch.Tensor:
+    # a tensor, not a number: the compiled kernel is built once for every bit-width
+    return torch.tensor(float(levels))
+
+
+def pact(x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:
+    """PACT activation with a learnable clip `alpha` (a 0-dim tensor) and `bits` bits."""
+    if bits >= FULL_PRECISION:
+        return F.relu(x)
+    return _PactQuantize.apply(x, alpha, bits)

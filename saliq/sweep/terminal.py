@@ -1,0 +1,35 @@
+"""What a finished sweep says in the terminal: its tally, where its frontier is, how to open
+its runs in the MLflow UI and how to export the frontier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from saliq.sweep.lifecycle import SweepOutcome
+from saliq.tracking.uri import is_sqlite, redact, sqlite_path
+
+__all__ = ["describe"]
+
+
+def describe(outcome: SweepOutcome, root: Path) -> list[str]:
+    """What to do next: where to look at the runs and how to export the frontier."""
+    uri = outcome.tracking_uri
+    stopped = f", {outcome.stopped} stopped early by ASHA" if outcome.stopped else ""
+    lines = [f"sweep {outcome.name} done in {outcome.seconds:.0f} s: {outcome.finished} trials "
+             f"finished, {outcome.failed} failed{stopped} (sweep id {outcome.sweep_id})"]
+    if outcome.frontier_path:
+        lines.append(f"Pareto frontier: {outcome.frontier_path}")
+    # MLflow 3's UI opens in its GenAI view unless the URL asks for the model-training one
+    page = f"#/experiments/{outcome.experiment_id}?workflowType=machine_learning"
+    if not uri.startswith(("http://", "https://")):  # a store, not a server: serve it
+        lines.append(f"open the MLflow UI:  mlflow ui --backend-store-uri {redact(uri)}"
+                     f" --host 127.0.0.1 --port 5000   then http://127.0.0.1:5000/{page}")
+    else:
+        lines.append(f"open the MLflow UI:  {redact(uri).rstrip('/')}/{page}")
+    export = f"saliq pareto export --experiment {outcome.experiment}"
+    if not is_sqlite(uri) or sqlite_path(uri) != root.parent / "mlflow.db":
+        export += f" --tracking-uri {redact(uri)}"
+    elif root.parent != Path("saliq-runs").resolve():
+        export += f" --storage {root.parent}"
+    lines.append(f"export the frontier: {export} --out frontier.yaml")
+    return lines

@@ -1,0 +1,92 @@
+"""The sweep's Ray Tune `Tuner`: OptunaSearch over the spec's space, its objectives, retries,
+an optional ASHA scheduler, and the trainable bound to the sweep's context."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import optuna
+from ray import tune
+from ray.tune import ExperimentAnalysis
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from saliq.sweep.progress import Progress
+from saliq.sweep.space import distributions, make_sampler
+from saliq.sweep.spec import Sweep
+from saliq.sweep.trainable import QATTrainable, SweepContext
+
+__all__ = ["TUNE_ENVIRONMENT", "make_trainable", "make_tuner", "saved_trial_ids",
+           "tune_environment"]
+
+# Read by Tune in the driver. Tune saves its experiment state at most every
+# TUNE_GLOBAL_CHECKPOINT_S seconds (10 by default): a trial started and opened in MLflow after
+# the last save is unknown to a resumed sweep, which deletes its run and samples it again;
+# 2 s keeps that window short. Per-epoch checkpoints of short trials trip Tune's
+# "snapshotting too often" warning; the snapshots are what makes a killed driver resumable,
+# so they stay and the warning goes. RAY_AIR_NEW_OUTPUT=0: saliq prints its own progress.
+TUNE_ENVIRONMENT = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0",
+                    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+
+def tune_environment() -> None:
+    """The driver's Tune settings (where the user set none) and Tune's log level: its warnings
+    repeat what saliq reports. Called when a sweep starts, before the Tuner exists."""
+    for key, value in TUNE_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def make_tuner(sweep: Sweep, root: Path, trainable, restore: bool) -> tune.Tuner:
+    """A new Tuner for `sweep` under `root/tune`, or the one saved there (`restore`)."""
+    spec = sweep.spec
+    objectives = spec.objective.directions()
+    if spec.objective.weighted is not None:
+        metric, mode = "objective", "max"
+    else:
+        metric, mode = [m for m, _ in objectives], [d for _, d in objectives]
+    run_config = tune.RunConfig(
+        name="tune", storage_path=str(root), verbose=0,
+        failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_at_end=False),
+        callbacks=[Progress(sweep)],
+    )
+    if restore:
+        return tune.Tuner.restore(str(root / "tune"), trainable, resume_unfinished=True,
+                                  resume_errored=True)
+    search = OptunaSearch(
+        distributions(sweep), metric=metric, mode=mode, sampler=make_sampler(sweep),
+        study_name=f"saliq-{spec.name}",  # OptunaSearch would call every study "optuna"
+        points_to_evaluate=sweep.enqueued_points() or None,
+    )
+    scheduler = None
+    if spec.scheduler is not None:
+        scheduler = ASHAScheduler(
+            metric="objective", mode="max", time_attr="training_iteration",
+            max_t=max(sweep.base.qat.epochs, 1) + 1, grace_period=spec.scheduler.grace_period,
+            reduction_factor=spec.scheduler.reduction_factor)
+    # reuse_actors: a trial reuses a finished trial's worker process (torch, saliq, the MLflow
+    # client already imported) instead of starting a fresh actor: seconds per trial otherwise
+    tune_config = tune.TuneConfig(search_alg=search, scheduler=scheduler, reuse_actors=True,
+                                  num_samples=spec.budget.num_samples,
+                                  max_concurrent_trials=spec.budget.max_concurrent)
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def saved_trial_ids(tune_dir: Path) -> set[str]:
+    """The trials in Tune's last saved experiment state: what a restored Tuner continues."""
+    return {trial.trial_id for trial in ExperimentAnalysis(str(tune_dir)).trials}
+
+
+def make_trainable(context: SweepContext, refs: dict):
+    """`QATTrainable` bound to the sweep's context and FP references, with its resources."""
+    res = context.sweep.spec.resources
+    bound = tune.with_parameters(QATTrainable, context=context, references=refs)
+    trainable = tune.with_resources(bound, {"cpu": res.cpu, "gpu": res.gpu})
+    # Ray titles a trial's worker process `ray::<class>.<method>`: saliq's name, not Tune's
+    # wrapper's (`ray::QATTrainable.train` in ps and the dashboard)
+    trainable.__qualname__ = QATTrainable.__qualname__
+    return trainable

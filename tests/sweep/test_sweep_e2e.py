@@ -1,0 +1,138 @@
+"""A real sweep through the CLI: a real MLflow tracking server on 127.0.0.1, a real Ray cluster,
+then the frontier export, an entry re-run, and the MLflow UI in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+from servers import chromium, mlflow_server, ray_cluster, saliq
+
+from saliq.frontier import dominates
+
+pytestmark = pytest.mark.slow
+
+TRIALS = 4
+SPEC = {
+    "name": "e2e",
+    "trial": {"dataset": "fashion-mnist", "limit": {"train": 600, "test": 300},
+              "fp": {"epochs": 1}, "qat": {"epochs": 2}, "batch_size": 64,
+              "saliency": {"probe_size": 16}},
+    "search": {"precision.default.weight_bits": {"choice": [2, 4, 8]},
+               "precision.default.act_bits": {"choice": [2, 4, 8]},
+               "pact.alpha_init": {"uniform": [2.0, 12.0]}},
+    # model_bits is not a per-epoch quantity of training: every report must carry it anyway
+    "objective": {"pareto": {"accuracy": "max", "fidelity": "max", "model_bits": "min"}},
+    "sampler": {"type": "tpe", "seed": 0},
+    "budget": {"num_samples": TRIALS, "max_concurrent": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """Run the sweep once; the tests below read what it left in MLflow."""
+    root = tmp_path_factory.mktemp("e2e")
+    spec = root / "e2e.yaml"
+    spec.write_text(yaml.safe_dump({**SPEC, "storage": str(root / "runs")}))
+    env = {"SALIQ_CACHE_DIR": str(root / "cache")}
+    with mlflow_server(root / "mlflow") as server, ray_cluster(nodes=1, cpus_per_node=2) as cluster:
+        done = saliq("sweep", "run", str(spec), "--address", cluster.address,
+                     "--tracking-uri", server.url, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        yield {"server": server, "root": root, "run": done, "env": env}
+
+
+def _runs(client, role):
+    experiment = client.get_experiment_by_name("e2e")
+    return [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
+            if r.data.tags.get("saliq.role") == role]
+
+
+def test_mlflow_holds_one_parent_and_every_trial_once(sweep):
+    client = sweep["server"].client()
+    parents, children = _runs(client, "sweep"), _runs(client, "trial")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == TRIALS
+    assert len({r.data.tags["saliq.trial_id"] for r in children}) == TRIALS
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        for metric in ("accuracy", "fidelity", "fidelity_ssim", "fidelity_spearman",
+                       "fidelity_topk_iou", "worst_class_accuracy", "class_accuracy_gap",
+                       "model_bits", "deletion_auc"):
+            assert math.isfinite(run.data.metrics[metric]), metric
+        history = client.get_metric_history(run.info.run_id, "accuracy")
+        assert sorted(m.step for m in history) == [1, 2, 3]  # two epochs, then the final value
+        assert "precision.default.weight_bits" in run.data.params
+        assert "bits.conv2.act" in run.data.params
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"saliency_grid.png", "model", "metrics.json"} <= artifacts
+        png = client.download_artifacts(run.info.run_id, "saliency_grid.png",
+                                        str(sweep["root"] / run.info.run_id))
+        with open(png, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "pareto")}
+    assert {"pareto/pareto.png", "pareto/pareto.html", "pareto/frontier.yaml"} <= parent_artifacts
+    assert client.list_artifacts(parents[0].info.run_id, "fp_reference")
+
+
+def test_nothing_left_running_and_terminal_says_where_to_look(sweep):
+    client = sweep["server"].client()
+    experiment = client.get_experiment_by_name("e2e")
+    assert not client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    out, err = sweep["run"].stdout, sweep["run"].stderr
+    assert "open the MLflow UI" in out and "workflowType=machine_learning" in out
+    assert "saliq pareto export --experiment e2e" in out
+    assert f"{TRIALS}/{TRIALS} done" in err  # live progress went to stderr
+
+
+def test_frontier_export_is_the_non_dominated_set(sweep, tmp_path):
+    frontier_file = tmp_path / "frontier.yaml"
+    done = saliq("pareto", "export", "--experiment", "e2e", "--tracking-uri",
+                 sweep["server"].url, "--out", str(frontier_file))
+    assert done.returncode == 0, done.stderr
+    assert "entry" in done.stdout.splitlines()[0]  # the table's header
+    frontier = yaml.safe_load(frontier_file.read_text())
+    directions = [o["direction"] for o in frontier["objectives"]]
+    names = [o["name"] for o in frontier["objectives"]]
+    assert names == ["accuracy", "fidelity", "model_bits"]
+    children = _runs(sweep["server"].client(), "trial")
+    points = {r.info.run_id: [r.data.metrics[m] for m in names] for r in children}
+    exported = {e["run_id"] for e in frontier["entries"]}
+    assert exported and frontier["trials"] == TRIALS
+    for run_id in exported:
+        assert not any(dominates(p, points[run_id], directions) for p in points.values())
+    for run_id in set(points) - exported:
+        assert any(dominates(points[e], points[run_id], directions) for e in exported)
+    for entry in frontier["entries"]:
+        assert entry["config"]["dataset"] == "fashion-mnist"
+        assert entry["objectives"]["accuracy"] == entry["metrics"]["accuracy"]
+
+
+def test_frontier_entry_reruns_exactly(sweep, tmp_path):
+    frontier_file = tmp_path / "frontier.yaml"
+    saliq("pareto", "export", "--experiment", "e2e", "--tracking-uri", sweep["server"].url,
+          "--out", str(frontier_file), "--no-log")
+    entry = yaml.safe_load(frontier_file.read_text())["entries"][0]
+    # A Ray trial with resources.cpu 1 runs on one thread; so does the re-run.
+    done = saliq("trial", "--config", str(frontier_file), "--entry", "0", "--out",
+                 str(tmp_path / "rerun"), env={**sweep["env"], "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads(done.stdout)
+    for name in ("accuracy", "fidelity", "model_bits"):
+        assert metrics[name] == pytest.approx(entry["metrics"][name], abs=1e-9), name
+
+
+def test_mlflow_ui_shows_the_saliency_grid_in_the_model_training_view(sweep, tmp_path):
+    client = sweep["server"].client()
+    run = _runs(client, "trial")[0]
+    experiment_id = run.info.experiment_id
+    url = (f"{sweep['server'].url}/#/experiments/{experiment_id}/runs/{run.info.run_id}"
+           "/artifacts/saliency_grid.png?workflowType=machine_learning")
+    dom = chromium(url, profile=tmp_path / "profile", screenshot=tmp_path / "ui.png")
+    assert 'alt="saliency_grid.png"' in dom  # the artifact viewer shows the image
+    assert "Model training" in dom and "Evaluations" not in dom
+    assert (tmp_path / "ui.png").stat().st_size > 10_000
