@@ -218,6 +218,28 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sanity(args: argparse.Namespace) -> int:
+    from saliq.saliency import METHODS
+    from saliq.sanity import cascading_randomization, plot
+    from saliq.training import keep_freed_memory
+
+    config = _trial_config_from_file(args.config, None)
+    methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else METHODS
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"--methods: unknown saliency method {unknown[0]!r} (use "
+                          f"{', '.join(METHODS)})")
+    out = _output_dir(args.out)
+    keep_freed_memory()
+    check = cascading_randomization(config, methods, cache_dir=args.cache_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sanity.json").write_text(check.to_json() + "\n")
+    (out / "sanity.md").write_text(check.table())
+    plot(check, out / "sanity.png")
+    print(check.table())
+    return 0
+
+
 def _sweep_commands(sub) -> None:
     p = sub.add_parser("sweep", help="run, resume or validate a sweep")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -279,6 +301,13 @@ def _sweep_commands(sub) -> None:
     p.add_argument("--cache-dir", help="FP reference cache (default: ~/.cache/saliq/fp)")
     p.set_defaults(func=cmd_sensitivity)
 
+    p = sub.add_parser("sanity", help="do the saliency maps depend on the weights? (cascading "
+                                      "randomization, Adebayo et al. 2018)")
+    p.add_argument("--config", required=True, help="trial config YAML (dataset, model, FP)")
+    p.add_argument("--out", required=True, help="directory for sanity.json/.md/.png")
+    p.add_argument("--methods", help="saliency methods, comma-separated (default: all)")
+    p.add_argument("--cache-dir", help="FP reference cache (default: ~/.cache/saliq/fp)")
+    p.set_defaults(func=cmd_sanity)
 
 
 class _Parser(argparse.ArgumentParser):

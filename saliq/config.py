@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from saliq.data import DATASETS
 from saliq.dotted import ROOT_PATH, deep_merge, set_dotted
@@ -122,7 +122,8 @@ class QATTraining(Training):
 
 class SaliencyConfig(_Config):
     method: str = "saliency"
-    probe_size: Annotated[int, Field(ge=1, le=10_000)] = 64
+    # 128: spearman's 95 % interval within +-0.013 on the seed CNN at 2 bits (README: Results)
+    probe_size: Annotated[int, Field(ge=1, le=10_000)] = 128
     fidelity_metric: FidelityMetric = "spearman"
     also: list[str] = []
     deletion_steps: Annotated[int, Field(ge=2, le=100)] = 10
@@ -150,6 +151,28 @@ class GroupsConfig(_Config):
     max_samples: Annotated[int, Field(ge=1, le=100_000)] = 128
 
 
+class ControlsConfig(_Config):
+    """What makes a fidelity number readable (DESIGN.md's controls): the *ceiling*, the FP
+    reference trained further with the trial's QAT settings at full precision (exactly the
+    trial with a full-precision plan), and the *floor*, the FP recipe trained from the seeds
+    after the trial's (`seed + 1`, ...). Each is trained once per recipe and cached."""
+
+    ceiling: bool = True
+    floor: bool = True
+    floor_seeds: Annotated[int, Field(ge=0, le=16)] = 1
+
+    @model_validator(mode="after")
+    def _a_floor_needs_a_seed(self) -> ControlsConfig:
+        if self.floor and self.floor_seeds < 1:
+            raise ValueError(f"floor_seeds: {self.floor_seeds} with the floor on: use 1 or more "
+                             "(or floor: false)")
+        return self
+
+    @property
+    def any(self) -> bool:
+        return self.ceiling or self.floor
+
+
 class TrialConfig(_Config):
     """One experiment: data, model, precision plan, FP reference recipe, QAT, saliency."""
 
@@ -166,7 +189,15 @@ class TrialConfig(_Config):
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     saliency: SaliencyConfig = SaliencyConfig()
     groups: GroupsConfig = GroupsConfig()
+    controls: ControlsConfig | None = ControlsConfig()  # `controls: false` switches them off
     device: str = "auto"
+
+    @field_validator("controls", mode="before")
+    @classmethod
+    def _controls_switch(cls, value: Any) -> Any:
+        if value is False:
+            return None
+        return {} if value is True else value
 
     @field_validator("dataset")
     @classmethod
@@ -204,8 +235,27 @@ class TrialConfig(_Config):
         return {k: d[k] for k in FP_RECIPE_FIELDS}
 
     def fp_key(self) -> str:
-        blob = json.dumps(self.fp_recipe(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return _key(self.fp_recipe())
+
+    def ceiling_config(self) -> TrialConfig:
+        """The ceiling control's training: this trial with a full-precision plan."""
+        data = self.model_dump()
+        data.update(precision=PrecisionPlan().model_dump(), controls=None)
+        return TrialConfig.model_validate(data)
+
+    def ceiling_recipe(self) -> dict[str, Any]:
+        """What determines the ceiling: the FP recipe and the QAT training settings (the
+        calibration of alphas that a full-precision plan does not have aside)."""
+        qat = {k: v for k, v in self.qat.model_dump().items() if k != "calibrate"}
+        return {**self.fp_recipe(), "qat": qat}
+
+    def ceiling_key(self) -> str:
+        return _key(self.ceiling_recipe())
+
+    def floor_configs(self) -> list[TrialConfig]:
+        """The floor control's FP recipes: this one from each of the next seeds."""
+        n = self.controls.floor_seeds if self.controls and self.controls.floor else 0
+        return [self.with_overrides({"seed": self.seed + k}) for k in range(1, n + 1)]
 
     def with_overrides(self, overrides: dict[str, Any], where: str = "trial") -> TrialConfig:
         """A copy with dotted-path values set (`{"precision.default.act_bits": 2}`), validated.
@@ -223,6 +273,10 @@ class TrialConfig(_Config):
             else:
                 set_dotted(data, path, value)
         return parse_trial_config(data, where)
+
+
+def _key(recipe: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _check_layers(config: TrialConfig, where: str) -> None:

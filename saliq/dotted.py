@@ -10,7 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["ROOT_PATH", "deep_merge", "flatten", "layer_field", "set_dotted", "split"]
+__all__ = ["ROOT_PATH", "deep_merge", "flatten", "get_dotted", "layer_field", "set_dotted",
+           "split"]
 
 ROOT_PATH = "trial"  # the whole config: its value is a partial trial config merged in
 
@@ -44,6 +45,20 @@ def layer_field(path: str) -> tuple[str, str] | None:
             and parts[3] in ("weight_bits", "act_bits")):
         return parts[2], parts[3]
     return None
+
+
+def get_dotted(data: dict, path: str) -> Any:
+    """`data["a"]["b"]["c"]` for path "a.b.c" (the whole `data` for the root path).
+
+    >>> get_dotted({"qat": {"lr": 0.01}}, "qat.lr")
+    0.01
+    """
+    if path == ROOT_PATH:
+        return data
+    node = data
+    for key in split(path):
+        node = node[key]
+    return node
 
 
 def set_dotted(data: dict, path: str, value: Any) -> None:

@@ -47,12 +47,24 @@ def frontier_entry_config(frontier: dict, entry: int | None, path: str) -> dict:
     return item["config"]
 
 
+# shown beside the objectives when the trials report them: raw fidelity is read against the
+# controls (retained), and accuracy against the ceiling (drop)
+CONTEXT = ("fidelity", "fidelity_retained", "accuracy_drop")
+
+
 def frontier_table(frontier: dict) -> list[str]:
     """The frontier as aligned text rows, for the terminal."""
     names = [o["name"] for o in frontier["objectives"]]
-    header = ["entry", "trial", "plan", *names, "run id"]
+    extra = [m for m in CONTEXT if m not in names
+             and any(m in e.get("metrics", {}) for e in frontier["entries"])]
+
+    def cell(value) -> str:
+        return f"{value:.4g}" if isinstance(value, int | float) else "-"
+
+    header = ["entry", "trial", "plan", *names, *extra, "run id"]
     rows = [[str(e["entry"]), str(e["trial_id"]), e["plan"],
-             *(f"{e['objectives'][m]:.4g}" for m in names), e["run_id"]]
+             *(cell(e["objectives"][m]) for m in names),
+             *(cell(e.get("metrics", {}).get(m)) for m in extra), e["run_id"]]
             for e in frontier["entries"]]
     widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()

@@ -17,7 +17,7 @@ from saliq.config import stored_plan_label
 from saliq.errors import ConfigError, SaliqError
 from saliq.frontier import DIRECTIONS, hypervolume, non_dominated, reference_point
 from saliq.frontier_file import write_frontier
-from saliq.report import pareto_plot
+from saliq.plots import pareto_plot
 from saliq.tracking.logger import RunLogger
 from saliq.tracking.runs import TrialRecord, sweep_records
 

@@ -17,7 +17,7 @@ import copy
 import functools
 import json
 import logging
-import math
+import statistics
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -28,17 +28,19 @@ import torch
 
 from saliq import reference
 from saliq.config import TrialConfig
+from saliq.controls import Controls
 from saliq.cost import bitops, model_bits
 from saliq.data import DATASETS
-from saliq.errors import TrialDiverged
 from saliq.groups import class_gradient_norms, class_hessian_top_eigenvalues, group_metrics
+from saliq.qat import QAT
 from saliq.quant.api import pact_modules
 from saliq.quant.plan import FULL_PRECISION
 from saliq.saliency.faithfulness import deletion_auc
+from saliq.saliency.intervals import readable_fidelity
 from saliq.saliency.pictures import save_grid
-from saliq.saliency.similarity import fidelity, spearman
+from saliq.saliency.similarity import fidelity, per_image, spearman
 from saliq.setup import TrialSetup, prepare
-from saliq.training import class_weights, make_optimizer, predict, train_epoch
+from saliq.training import predict
 
 __all__ = ["Epoch", "Reporter", "TrialResult", "iter_trial", "run_trial"]
 
@@ -82,16 +84,18 @@ def run_trial(
     fp_reference: reference.FPReference | None = None,
     checkpoint: dict | None = None,
     cache_dir: str | Path | None = None,
+    controls: Controls | None = None,
 ) -> TrialResult:
     """Run one trial and return its final metrics (see README: "What a trial reports").
 
-    `fp_reference` is the trained FP model of this config's recipe (a sweep trains it once and
-    hands it to every trial); without it, it is read from `cache_dir` or trained and cached.
+    `fp_reference` is the trained FP model of this config's recipe and `controls` its trained
+    controls (a sweep trains them once and hands them to every trial); without them, they are
+    read from `cache_dir` or trained and cached.
     `checkpoint` (a dict from `report`) continues an interrupted trial at its next epoch.
     Raises `TrialDiverged` when the QAT loss stops being finite.
     """
     steps = iter_trial(config, out_dir=out_dir, fp_reference=fp_reference,
-                       checkpoint=checkpoint, cache_dir=cache_dir)
+                       checkpoint=checkpoint, cache_dir=cache_dir, controls=controls)
     while True:
         try:
             epoch = next(steps)
@@ -108,84 +112,50 @@ def iter_trial(
     fp_reference: reference.FPReference | None = None,
     checkpoint: dict | None = None,
     cache_dir: str | Path | None = None,
+    controls: Controls | None = None,
 ) -> Generator[Epoch, None, TrialResult]:
     """`run_trial` one epoch at a time: yields an `Epoch` after each QAT epoch and returns the
-    `TrialResult` (as `StopIteration.value`) after the final evaluation."""
+    `TrialResult` (as `StopIteration.value`) after the final evaluation. `controls` are the
+    trained controls of the recipe (else from `cache_dir`, or trained and cached)."""
     t0 = time.perf_counter()
-    # Phase 1: data, the FP reference and its maps, the quantized model from the FP weights
-    # (a checkpoint brings its own alphas: no calibration then).
-    setup = prepare(config, fp_reference=fp_reference, cache_dir=cache_dir,
+    # Phase 1: data, the FP reference and its maps, the controls' maps, the quantized model
+    # from the FP weights (a checkpoint brings its own alphas: no calibration then).
+    setup = prepare(config, fp_reference=fp_reference, cache_dir=cache_dir, controls=controls,
                     calibrate=checkpoint is None)
     # Phase 2: QAT, one reported epoch (metrics and checkpoint) at a time.
     t = time.perf_counter()
-    qat = QAT(setup, checkpoint)
-    for epoch in range(qat.start_epoch, config.qat.epochs):
-        yield qat.train(epoch)
+    qat = QAT(config, setup.model, setup.data, checkpoint)
+    history = list(checkpoint["history"]) if checkpoint else []
+    evaluated = None
+    for epoch in range((checkpoint or {}).get("epoch", 0), config.qat.epochs):
+        started = time.perf_counter()
+        loss = qat.train_epoch(epoch)
+        evaluated = evaluate(setup, qat.model)
+        history.append({"epoch": epoch + 1, "loss": loss, **evaluated[0],
+                        "epoch_seconds": time.perf_counter() - started})
+        log.info("qat epoch %d/%d: loss %.4f, accuracy %.4f, fidelity %.4f", epoch + 1,
+                 config.qat.epochs, loss, history[-1]["accuracy"], history[-1]["fidelity"])
+        yield Epoch(epoch + 1, history[-1], functools.partial(
+            _checkpoint, qat, epoch + 1, list(history), config))
     seconds = {**setup.seconds, "qat": time.perf_counter() - t + setup.seconds["quantize"]}
     # Phase 3: the final metrics (the last epoch's evaluation is of this very model: reused).
     t = time.perf_counter()
-    metrics, maps = qat.evaluated or evaluate(setup, qat.model)
+    metrics, maps = evaluated or evaluate(setup, qat.model)
     metrics = {**final_metrics(setup, qat.model, metrics, maps),
                "fp_accuracy": setup.fp_reference.accuracy}
-    if qat.history:
-        metrics["loss"] = qat.history[-1]["loss"]
+    if history:
+        metrics["loss"] = history[-1]["loss"]
     seconds.update(eval=time.perf_counter() - t, total=time.perf_counter() - t0)
-    metrics.update({f"seconds_{k}": seconds[k] for k in ("data", "fp", "qat", "eval", "total")})
+    metrics.update({f"seconds_{k}": seconds[k]
+                    for k in ("data", "fp", "controls", "qat", "eval", "total")})
     # Phase 4: the trial's files.
     files = write_outputs(Path(out_dir), setup, qat.model, metrics, maps) if out_dir else {}
-    return TrialResult(config, metrics, qat.history, files)
+    return TrialResult(config, metrics, history, files)
 
 
-class QAT:
-    """The QAT phase's state: the model, its optimiser and RNGs, the epochs' history; started
-    afresh from the set-up's model or continued from a checkpoint."""
-
-    def __init__(self, setup: TrialSetup, checkpoint: dict | None) -> None:
-        config, data = setup.config, setup.data
-        self.setup = setup
-        self.model = setup.model
-        self.optimizer = make_optimizer(self.model, config.qat, config.pact.alpha_decay)
-        self.generator = torch.Generator(device=setup.device).manual_seed(config.seed + 1)
-        self.start_epoch, self.history = 0, []
-        self.evaluated: tuple[dict[str, float], torch.Tensor] | None = None
-        if checkpoint is not None:
-            self.model.load_state_dict(checkpoint["model"])
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
-            torch.set_rng_state(checkpoint["rng"])
-            self.generator.set_state(checkpoint["generator"].to(self.generator.get_state().device))
-            self.start_epoch, self.history = checkpoint["epoch"], list(checkpoint["history"])
-            log.info("continuing from the checkpoint of epoch %d", self.start_epoch)
-        self.loss_weights = (class_weights(data.train_y, data.num_classes)
-                             if config.qat.class_weights == "balanced" else None)
-        sg = config.qat.saliency_guided
-        self.guided = (sg.fraction, sg.kl_weight) if sg is not None and sg.kl_weight > 0 else None
-
-    def train(self, epoch: int) -> Epoch:
-        """Train QAT epoch `epoch` (0-based), evaluate, and return it as an `Epoch`."""
-        config, data = self.setup.config, self.setup.data
-        start = time.perf_counter()
-        loss = train_epoch(self.model, self.optimizer, data.train_x, data.train_y,
-                           batch_size=config.batch_size, generator=self.generator,
-                           num_classes=data.num_classes,
-                           balanced=config.qat.sampling == "balanced",
-                           loss_weights=self.loss_weights, guided=self.guided)
-        if not math.isfinite(loss):
-            raise TrialDiverged(f"QAT loss became {loss} in epoch {epoch + 1} (plan "
-                                f"{config.plan_label()}, lr {config.qat.lr}): lower qat.lr")
-        self.evaluated = evaluate(self.setup, self.model)
-        metrics = {"epoch": epoch + 1, "loss": loss, **self.evaluated[0],
-                   "epoch_seconds": time.perf_counter() - start}
-        self.history.append(metrics)
-        log.info("qat epoch %d/%d: loss %.4f, accuracy %.4f, fidelity %.4f", epoch + 1,
-                 config.qat.epochs, loss, metrics["accuracy"], metrics["fidelity"])
-        return Epoch(epoch + 1, metrics, functools.partial(self.state, epoch + 1))
-
-    def state(self, epoch: int) -> dict:
-        """The checkpoint after `epoch`: everything a continued trial needs to train on exactly."""
-        return {"epoch": epoch, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
-                "generator": self.generator.get_state(), "history": list(self.history),
-                "config": self.setup.config.model_dump()}
+def _checkpoint(qat: QAT, epoch: int, history: list[dict], config: TrialConfig) -> dict:
+    """The checkpoint after `epoch`: everything a continued trial needs to train on exactly."""
+    return {"epoch": epoch, **qat.state(), "history": history, "config": config.model_dump()}
 
 
 def _alphas(model: torch.nn.Module) -> dict[str, float]:
@@ -205,8 +175,14 @@ def evaluate(setup: TrialSetup, model: torch.nn.Module) -> tuple[dict[str, float
         logits = predict(model, data.test_x)
         maps = setup.maps(model)
         metrics = {"accuracy": float((logits.argmax(1) == data.test_y).double().mean()),
-                   **{f"fidelity_{k}": v for k, v in fidelity(maps, setup.fp_maps).items()}}
-        metrics["fidelity"] = metrics[f"fidelity_{config.saliency.fidelity_metric}"]
+                   **readable_fidelity(per_image(maps, setup.fp_maps),
+                                       config.saliency.fidelity_metric,
+                                       **setup.control_agreement())}
+        if setup.controls.ceiling is not None:
+            metrics["accuracy_ceiling"] = setup.controls.ceiling.accuracy
+            metrics["accuracy_drop"] = metrics["accuracy_ceiling"] - metrics["accuracy"]
+        if setup.controls.floors:
+            metrics["accuracy_floor"] = statistics.mean(f.accuracy for f in setup.controls.floors)
         metrics.update(group_metrics(logits, data.test_y, data.num_classes))
         metrics["deletion_auc"] = deletion_auc(model, data.probe_x, data.probe_y, maps,
                                                steps=config.saliency.deletion_steps,
@@ -275,11 +251,17 @@ def write_outputs(out_dir: Path, setup: TrialSetup, model, metrics: dict[str, fl
                 "metrics": metrics}, weights)
     summary = out_dir / "metrics.json"
     summary.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    # The raw maps (float16, ~0.3 MB for 64 probes) let reports compose figures across trials.
+    # The raw maps (float16, ~0.3 MB for 64 probes) let reports compose figures across trials;
+    # the controls' beside them (floor_maps: one per floor seed).
+    controls = {}
+    if setup.ceiling_maps is not None:
+        controls["ceiling_maps"] = setup.ceiling_maps.cpu().half().numpy()
+    if setup.floor_maps:
+        controls["floor_maps"] = torch.stack(setup.floor_maps).cpu().half().numpy()
     maps_file = out_dir / "saliency_maps.npz"
     np.savez_compressed(
         maps_file, images=images.clamp(0, 1).cpu().half().numpy(),
         labels=data.probe_y.cpu().numpy(), fp_maps=setup.fp_maps.cpu().half().numpy(),
-        maps=maps.cpu().half().numpy())
+        maps=maps.cpu().half().numpy(), **controls)
     return {"saliency_grid": str(grid), "model": str(weights), "metrics": str(summary),
             "saliency_maps": str(maps_file)}

@@ -44,6 +44,11 @@ BAD = [
       "precision": {"layers": {"stage1.0.conv9": {"act_bits": 2}}}},
      "trial.precision.layers['stage1.0.conv9']", "no layer 'stage1.0.conv9' in resnet-small"),
     ({"imbalance": {"classes": [12]}}, "trial.imbalance.classes", "12 is not a class"),
+    ({"controls": {"floor_seeds": 0}}, "trial.controls",
+     "floor_seeds: 0 with the floor on: use 1 or more (or floor: false)"),
+    ({"controls": {"ceilling": True}}, "trial.controls.ceilling", "unknown key"),
+    ({"controls": {"floor_seeds": 99}}, "trial.controls.floor_seeds", "less than or equal to 16"),
+    ({"controls": "yes"}, "trial.controls", "'yes'"),
 ]
 
 
@@ -164,3 +169,33 @@ def test_load_yaml_errors(tmp_path):
             load_yaml(path)
         assert str(err.value).startswith(f"{path}: ") and reason in str(err.value)
         assert "\n" not in str(err.value)
+
+
+def test_controls_are_on_by_default_and_switch_off_with_false():
+    assert parse_trial_config({}).controls.model_dump() == {"ceiling": True, "floor": True,
+                                                            "floor_seeds": 1}
+    assert parse_trial_config({"controls": False}).controls is None
+    assert parse_trial_config({"controls": True}).controls == parse_trial_config({}).controls
+    no_floor = parse_trial_config({"controls": {"floor": False, "floor_seeds": 0}})
+    assert no_floor.floor_configs() == []
+    off = parse_trial_config({"controls": False})
+    assert parse_trial_config(off.model_dump()) == off  # round-trips through its dump
+
+
+def test_the_ceiling_is_the_trial_at_full_precision_and_its_recipe_its_training():
+    config = parse_trial_config({"precision": {"default": {"weight_bits": 2, "act_bits": 2}},
+                                 "qat": {"epochs": 3, "calibrate": "percentile"},
+                                 "controls": {"floor_seeds": 2}})
+    ceiling = config.ceiling_config()
+    assert ceiling.precision.is_full_precision(ceiling.layers()) and ceiling.controls is None
+    assert ceiling.qat == config.qat and ceiling.seed == config.seed
+    key = config.ceiling_key()
+    # the plan, the alphas and their calibration are not the ceiling's: they share it
+    for same in ({"precision": {}}, {"pact.alpha_init": 3.0}, {"qat.calibrate": "none"},
+                 {"saliency.probe_size": 16}):
+        assert config.with_overrides(same).ceiling_key() == key, same
+    for other in ({"qat.lr": 0.01}, {"qat.epochs": 2}, {"seed": 1}, {"fp.epochs": 1},
+                  {"qat.sampling": "balanced"}):
+        assert config.with_overrides(other).ceiling_key() != key, other
+    assert [f.seed for f in config.floor_configs()] == [1, 2]
+    assert all(f.fp_key() != config.fp_key() for f in config.floor_configs())

@@ -19,10 +19,12 @@ LAYERS = {
     "numerics": ["saliq.quant", "saliq.models", "saliq.saliency", "saliq.modes", "saliq.groups",
                  "saliq.cost", "saliq.guided", "saliq.frontier"],
     "data": ["saliq.data"],
-    "trial": ["saliq.config", "saliq.build", "saliq.training", "saliq.reference",
+    "trial": ["saliq.config", "saliq.build", "saliq.training", "saliq.qat", "saliq.reference",
+              "saliq.controls",
               "saliq.setup", "saliq.trial"],
     "sweep": ["saliq.sweep", "saliq.tracking", "saliq.watchdog"],
-    "analysis": ["saliq.frontier_file", "saliq.pareto", "saliq.report", "saliq.sensitivity"],
+    "analysis": ["saliq.frontier_file", "saliq.plots", "saliq.pareto", "saliq.report",
+                 "saliq.sanity", "saliq.sensitivity"],
     "interface": ["saliq.cli"],
 }
 RANK = {prefix: rank for rank, prefixes in enumerate(LAYERS.values()) for prefix in prefixes}

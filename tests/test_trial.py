@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from saliq import reference
+from saliq import controls, reference
 from saliq.config import parse_trial_config
 from saliq.data.tensors import prepare_data
 from saliq.errors import TrialDiverged
@@ -59,10 +59,11 @@ def tiny_runs(tmp_path_factory):
     first = run_trial(config, cache_dir=cache)
 
     def no_training(*args, **kwargs):
-        raise AssertionError("the FP reference was trained again")
+        raise AssertionError("the FP reference or a control was trained again")
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(reference, "train_reference", no_training)
+        mp.setattr(controls, "train_ceiling", no_training)
         mp.setenv("SALIQ_CACHE_DIR", str(cache))  # found through the environment this time
         second = run_trial(config)
     return config, cache, first, second
@@ -113,7 +114,9 @@ def test_fp_training_is_deterministic():
 def test_fp_reference_is_cached(tiny_runs):
     config, cache, first, second = tiny_runs
     cached = cache / f"fp-{config.fp_key()}.pt"
-    assert [p.name for p in cache.iterdir()] == [cached.name]  # and no temporary file left
+    floor = config.floor_configs()[0]  # the controls beside it, and no temporary file left
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [cached.name, f"fp-{floor.fp_key()}.pt", f"ceiling-{config.ceiling_key()}.pt"])
     ref = reference.load(cached)
     assert ref.key == config.fp_key() and ref.recipe == config.fp_recipe()
     assert ref.accuracy == first.metrics["fp_accuracy"] == second.metrics["fp_accuracy"]

@@ -38,7 +38,12 @@ from saliq.sweep.connection import (
     check_resources,
     init_ray,
 )
-from saliq.sweep.references import collect_references, submit_references
+from saliq.sweep.references import (
+    collect_ceilings,
+    collect_references,
+    submit_ceilings,
+    submit_references,
+)
 from saliq.sweep.spec import Sweep, load_sweep, parse_sweep
 from saliq.sweep.trainable import SweepContext
 from saliq.sweep.tuner import make_trainable, make_tuner, saved_trial_ids, tune_environment
@@ -184,11 +189,13 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
             worker_uri = server.url
         check_resources(sweep.spec.resources, init_ray(address, dashboard))
         refs, training = submit_references(sweep, cache)
+        ceilings, training_ceilings = submit_ceilings(sweep, cache, refs, training)
         if server is not None:
             server.wait_ready()
         track = _open_tracking(sweep, root, record, worker_uri, tracking_uri, restore)
         try:
             refs = collect_references(refs, training, cache, track.parent)
+            ceilings = collect_ceilings(ceilings, training_ceilings, cache, track.parent)
         except SaliqError as e:  # no trial ran: the parent run says why, resume starts over
             track.parent.set_tag(tracking.TAG_REASON, str(e))
             track.parent.set_status("FAILED")
@@ -203,7 +210,8 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
                             "trials, which it samples again", forgotten)
         context = SweepContext(sweep, record["sweep_id"], track.experiment_id,
                                track.parent_run_id, worker_uri)
-        results = make_tuner(sweep, root, make_trainable(context, refs), restore).fit()
+        trainable = make_trainable(context, refs, ceilings)
+        results = make_tuner(sweep, root, trainable, restore).fit()
         finished, failed, stopped, frontier_path = _close(root, record, track, finish)
         del results
     return SweepOutcome(sweep.name, record["sweep_id"], record["experiment"],

@@ -51,8 +51,9 @@ class Progress(Callback):
         return f"{len(front)} trial(s) on the Pareto frontier"
 
     def _summary(self, result: dict) -> str:
-        keys = ["accuracy", "fidelity"] + [m for m, _ in self.directions
-                                           if m not in ("accuracy", "fidelity")]
+        # the raw fidelity with the share of it retained between the controls beside it
+        shown = ("accuracy", "fidelity", "fidelity_retained")
+        keys = [*shown, *(m for m, _ in self.directions if m not in shown)]
         parts = [f"{k} {result[k]:.4g}" for k in keys if _finite(result.get(k))]
         return ", ".join(parts)
 

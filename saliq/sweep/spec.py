@@ -33,7 +33,7 @@ from saliq.config import (
     load_yaml,
     parse_trial_config,
 )
-from saliq.dotted import ROOT_PATH, split
+from saliq.dotted import ROOT_PATH, get_dotted, split
 from saliq.errors import ConfigError, format_validation_error
 from saliq.saliency import FIDELITY_METRICS
 
@@ -55,8 +55,12 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Final metrics a sweep can optimise (DESIGN.md's shared names and the cost/faithfulness ones).
 METRICS = (
     "accuracy", "fidelity", *(f"fidelity_{m}" for m in FIDELITY_METRICS),
+    "fidelity_retained", *(f"fidelity_retained_{m}" for m in FIDELITY_METRICS), "accuracy_drop",
     "worst_class_accuracy", "class_accuracy_gap", "model_bits", "bitops", "deletion_auc",
 )
+# ...and which controls each of them needs (ceiling, floor)
+NEEDS_CONTROLS = {"accuracy_drop": ("ceiling",),
+                  **{m: ("ceiling", "floor") for m in METRICS if m.startswith("fidelity_retained")}}
 
 
 def _name(value: str) -> str:
@@ -360,6 +364,12 @@ def _touches_fp_recipe(path: str) -> bool:
     return split(path)[0] in (*FP_RECIPE_FIELDS, ROOT_PATH)
 
 
+def _touches_ceiling(path: str) -> bool:
+    """The ceiling is the FP recipe trained further with the QAT settings (calibration aside)."""
+    parts = split(path)
+    return _touches_fp_recipe(path) or (parts[0] == "qat" and parts[1:2] != ["calibrate"])
+
+
 @dataclass(frozen=True)
 class Sweep:
     """A validated sweep: its spec, its base trial config and its search dimensions."""
@@ -391,6 +401,39 @@ class Sweep:
             variant = self.base.with_overrides(dict(zip(recipe_dims, combo, strict=True)))
             variants.setdefault((variant.fp_key(), variant.model_dump_json()), variant)
         return list(variants.values())
+
+    def reference_configs(self) -> list[TrialConfig]:
+        """One config per FP reference the sweep needs: each recipe variant's, and its floor
+        control's (the next seeds'), each recipe once."""
+        configs: dict[str, TrialConfig] = {}
+        for variant in self.recipe_variants():
+            for config in (variant, *variant.floor_configs()):
+                configs.setdefault(config.fp_key(), config)
+        return list(configs.values())
+
+    def continuous_ceiling_dims(self) -> list[str]:
+        """Searched settings of the ceiling's recipe that no list enumerates (a learning rate on
+        a log scale): each ceiling is trained at the base config's value of them."""
+        return [p for p, d in self.dims.items()
+                if _touches_ceiling(p) and not isinstance(d, Choice)]
+
+    def ceiling_config(self, config: TrialConfig) -> TrialConfig:
+        """The config whose ceiling `config`'s trial is read against: itself, with the
+        continuously searched settings of the ceiling's recipe at the base config's values."""
+        base = self.base.model_dump()
+        kept = {p: get_dotted(base, p) for p in self.continuous_ceiling_dims()}
+        return config.with_overrides(kept) if kept else config
+
+    def ceiling_configs(self) -> list[TrialConfig]:
+        """One config per ceiling the sweep needs (every combination of the searched choices
+        that change the ceiling's recipe), each recipe once; none where the controls are off."""
+        dims = {p: d for p, d in self.dims.items() if _touches_ceiling(p) and isinstance(d, Choice)}
+        configs: dict[str, TrialConfig] = {}
+        for combo in itertools.product(*(d.values for d in dims.values())):
+            variant = self.base.with_overrides(dict(zip(dims, combo, strict=True)))
+            if variant.controls is not None and variant.controls.ceiling:
+                configs.setdefault(variant.ceiling_key(), variant)
+        return list(configs.values())
 
     def enqueued_points(self) -> list[dict[str, Any]]:
         return [{p: self.dims[p].encode(v) for p, v in point.items()}
@@ -454,6 +497,14 @@ def _with_fidelity_metric(spec: SweepSpec, where: str) -> dict[str, Any]:
 
 def _check_plan(sweep: Sweep, where: str) -> None:
     spec = sweep.spec
+    controls = sweep.base.controls
+    for metric in spec.objective.metrics:
+        missing = [c for c in NEEDS_CONTROLS.get(metric, ())
+                   if controls is None or not getattr(controls, c)]
+        if missing:
+            raise ConfigError(f"{where}.objective: {metric} needs the {' and the '.join(missing)} "
+                              f"control: set trial.controls.{missing[0]}: true (or optimise a "
+                              "metric without controls)")
     if spec.scheduler is not None and spec.objective.weighted is None:
         raise ConfigError(f"{where}.scheduler: ASHA stops trials on one number; use a weighted "
                           "objective, or drop the scheduler for a pareto objective")

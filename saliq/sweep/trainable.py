@@ -28,6 +28,7 @@ from ray.tune.result import SHOULD_CHECKPOINT
 
 from saliq import tracking
 from saliq.config import TrialConfig
+from saliq.controls import Controls, untrained_ceiling
 from saliq.dotted import flatten
 from saliq.errors import TrialDiverged
 from saliq.reference import FPReference
@@ -93,12 +94,14 @@ class QATTrainable(tune.Trainable):
     epoch reaches MLflow at the next step, once the checkpoint is saved); the step after the
     last epoch evaluates, uploads the artifacts, ends the run FINISHED and reports `done`."""
 
-    def setup(self, config: dict, context: SweepContext, references: dict[str, FPReference]):
+    def setup(self, config: dict, context: SweepContext, references: dict[str, FPReference],
+              ceilings: dict[str, FPReference]):
         # the worker's process-wide settings, before the first trial allocates anything
         keep_freed_memory()
         tracking.quiet_environment()
         self.context = context
         self.references = references
+        self.ceilings = ceilings
         self._begin(config)
 
     def _begin(self, params: dict) -> None:
@@ -163,10 +166,23 @@ class QATTrainable(tune.Trainable):
                                             step=int(metrics["epoch"]))
                     self.logged.add(int(metrics["epoch"]))
         self.outputs = tempfile.mkdtemp(prefix="saliq-trial-")
+        fp_reference = self.references[self.trial_config.fp_key()]
         self.steps = iter_trial(self.trial_config, out_dir=self.outputs,
-                                checkpoint=self.restored,
-                                fp_reference=self.references[self.trial_config.fp_key()])
+                                checkpoint=self.restored, fp_reference=fp_reference,
+                                controls=self._controls(fp_reference))
         return None
+
+    def _controls(self, fp_reference: FPReference) -> Controls | None:
+        """The trial's controls, trained by the driver once per recipe (the ceiling of its
+        recipe as the sweep reads it, the floor's FP references)."""
+        config = self.trial_config
+        if config.controls is None:
+            return None
+        ceiling = None
+        if config.controls.ceiling:
+            ceiling = (untrained_ceiling(config, fp_reference)
+                       or self.ceilings[self.context.sweep.ceiling_config(config).ceiling_key()])
+        return Controls(ceiling, [self.references[f.fp_key()] for f in config.floor_configs()])
 
     def _log_latest(self) -> None:
         """Log the last epoch once Tune holds its checkpoint (its `save()` ran between this

@@ -81,10 +81,12 @@ def saved_trial_ids(tune_dir: Path) -> set[str]:
     return {trial.trial_id for trial in ExperimentAnalysis(str(tune_dir)).trials}
 
 
-def make_trainable(context: SweepContext, refs: dict):
-    """`QATTrainable` bound to the sweep's context and FP references, with its resources."""
+def make_trainable(context: SweepContext, refs: dict, ceilings: dict):
+    """`QATTrainable` bound to the sweep's context, FP references and ceiling controls, with
+    its resources."""
     res = context.sweep.spec.resources
-    bound = tune.with_parameters(QATTrainable, context=context, references=refs)
+    bound = tune.with_parameters(QATTrainable, context=context, references=refs,
+                                 ceilings=ceilings)
     trainable = tune.with_resources(bound, {"cpu": res.cpu, "gpu": res.gpu})
     # Ray titles a trial's worker process `ray::<class>.<method>`: saliq's name, not Tune's
     # wrapper's (`ray::QATTrainable.train` in ps and the dashboard)

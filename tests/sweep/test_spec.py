@@ -121,3 +121,34 @@ def test_grid_size_and_enqueued_points():
               budget={"num_samples": 7})
     with pytest.raises(ConfigError, match=r"enqueue\[0\]: give a value for every dimension"):
         sweep(search={"seed": {"choice": [0, 1]}}, enqueue=[{}])
+
+
+def test_the_controls_a_sweep_needs_once_per_recipe():
+    s = sweep(search={"seed": {"choice": [0, 1]},
+                      "precision.default.weight_bits": {"choice": [2, 4]},
+                      "qat.epochs": {"choice": [1, 2]},
+                      "qat.lr": {"loguniform": [0.0001, 0.01]}},
+              budget={"num_samples": 8})
+    # FP references: seeds 0 and 1, and the floor's seed 2 (seed 1's floor is seed 0's model)
+    assert sorted(c.seed for c in s.reference_configs()) == [0, 1, 2]
+    # ceilings: per seed and QAT epochs; the plan is not the ceiling's; qat.lr is continuous
+    ceilings = s.ceiling_configs()
+    assert sorted((c.seed, c.qat.epochs) for c in ceilings) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert s.continuous_ceiling_dims() == ["qat.lr"]
+    trial = s.trial_config({"seed": 1, "precision.default.weight_bits": 2, "qat.epochs": 2,
+                            "qat.lr": 0.0042})
+    read_against = s.ceiling_config(trial)
+    assert read_against.qat.lr == s.base.qat.lr and read_against.qat.epochs == 2
+    assert read_against.ceiling_key() in {c.ceiling_key() for c in ceilings}
+
+
+def test_objectives_that_need_controls_need_them_on():
+    assert sweep(objective={"weighted": {"accuracy": 1.0, "fidelity_retained": 1.0}}).spec
+    assert sweep(objective={"pareto": {"accuracy_drop": "min", "fidelity_retained": "max"}}).spec
+    with pytest.raises(ConfigError, match="fidelity_retained needs the ceiling and the floor"):
+        sweep(trial={**BASE["trial"], "controls": False},
+              objective={"weighted": {"fidelity_retained": 1.0}})
+    with pytest.raises(ConfigError, match=r"accuracy_drop needs the ceiling control: set "
+                                          r"trial.controls.ceiling: true"):
+        sweep(trial={**BASE["trial"], "controls": {"ceiling": False}},
+              objective={"pareto": {"accuracy_drop": "min"}})
