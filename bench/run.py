@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, machine, write_result  # noqa: E402
 
-BENCHMARKS = ("epoch", "compile", "orchestration", "search", "cli", "gpu")
+BENCHMARKS = ("epoch", "compile", "compiles", "orchestration", "search", "cli", "probe", "gpu")
 HEADLINES = {  # figure name -> (benchmark, path into its JSON)
     "qat_fp_ratio": ("epoch", ("qat_fp_ratio",)),
     "data_share": ("epoch", ("data_share",)),

@@ -97,6 +97,27 @@ def test_gpu_benchmark_runs_its_measurements_on_the_cpu(tmp_path):
     finite_positive(data, "gpu_epoch_s", "trials_per_hour", "packing_speedup")
 
 
+def test_compiles_benchmark_builds_each_fused_kernel_once_over_fifty_mixed_trials(tmp_path):
+    # a reused sweep worker: every architecture, mixed plans, batch sizes down to 1, saliency,
+    # no-grad evaluation, calibration, Hessian-vector products, all in one process
+    bench(tmp_path, "compiles.py", "--trials", "50", timeout=600)
+    data = result(tmp_path, "compiles")
+    assert data["kernels_built"] and data["targets_met"]
+    assert data["compiles"] == {"_forward": 1, "_backward": 1}
+    assert data["fallbacks"] == {"_forward": 0, "_backward": 0}
+    assert data["recompile_limit_warnings"] == 0
+    finite_positive(data, "kernel_calls")
+
+
+def test_probe_benchmark_measures_the_interval_against_the_probe_size(tmp_path):
+    bench(tmp_path, "probe.py", "--quick", "--train", "300", "--max-probe", "64")
+    data = result(tmp_path, "probe-quick")
+    assert set(data["half_width"]) == {"w4a4", "w2a2"}
+    widths = data["half_width"]["w2a2"]["spearman"]
+    assert list(widths) == ["32", "64"] and widths["64"] < widths["32"]  # more images, narrower
+    finite_positive(data, "half_width", "maps_s")
+
+
 def test_cli_benchmark_times_validation_against_importing_torch(tmp_path):
     bench(tmp_path, "cli.py", "--quick", "--runs", "1")
     data = result(tmp_path, "cli-quick")

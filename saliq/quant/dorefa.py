@@ -10,7 +10,8 @@ scaled by 1/max|w|. The rescaled weights still take at most `2^k` values.
 
 One autograd function serves both. Its values are the formula's (`_quantize_`); its gradient
 is, by definition, the gradient of the formula with the round replaced by the identity
-(`_straight_through`). For the layers' rescaled weights that gradient has a closed form:
+(`_straight_through`), times the detached scale for the rescaled variant. For the layers'
+rescaled weights that gradient has a closed form:
 with p = max|t| and upstream G, dL/dt = G everywhere plus ``-sum(G * t) / p * sign(t_m)`` at
 the argmax m, and dL/dw = dL/dt * (1 - t^2): three full-size passes where autograd takes about
 twenty (most of them routing the max's gradient to its one weight). At a tie for the max, the
@@ -38,13 +39,12 @@ def _quantize_(t: torch.Tensor, peak: torch.Tensor, bits: int) -> torch.Tensor:
     return (t / (2 * _floor(peak))).add_(0.5).mul_(levels).round_().mul_(2).div_(levels).sub_(1)
 
 
-def _straight_through(w: torch.Tensor, bits: int, scaled: bool) -> torch.Tensor:
+def _straight_through(w: torch.Tensor, bits: int) -> torch.Tensor:
     """The formula with the identity for its round: what the gradient is the gradient of."""
     th = torch.tanh(w)
     peak = _floor(th.abs().max())
     levels = 2**bits - 1
-    out = 2 * ((th / (2 * peak) + 0.5) * levels) / levels - 1
-    return out * peak.detach() if scaled else out
+    return 2 * ((th / (2 * peak) + 0.5) * levels) / levels - 1
 
 
 class _DoReFa(torch.autograd.Function):
@@ -76,12 +76,16 @@ class _DoReFa(torch.autograd.Function):
 
 def _autograd_of_straight_through(grad: torch.Tensor, w: torch.Tensor, bits: int,
                                   scaled: bool) -> torch.Tensor:
+    """The surrogate's gradient; the rescaled output's is it times max|tanh(w)|, a scale the
+    first derivative does not flow through but which a second one sees change with w."""
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
         source = w if create_graph and w.requires_grad else w.detach().requires_grad_()
-        (grad_w,) = torch.autograd.grad(_straight_through(source, bits, scaled), source, grad,
+        (grad_w,) = torch.autograd.grad(_straight_through(source, bits), source, grad,
                                         create_graph=create_graph)
-    return grad_w
+        if scaled:
+            grad_w = grad_w * torch.tanh(source).abs().max()
+    return grad_w if create_graph else grad_w.detach()
 
 
 def dorefa_weight(w: torch.Tensor, bits: int) -> torch.Tensor:

@@ -91,9 +91,10 @@ class _PactQuantize(torch.autograd.Function):
 
 
 def _fused_kernels(x: torch.Tensor, alpha: torch.Tensor):
-    """The fused PACT kernels where they apply: float32 on the CPU, a contiguous activation."""
+    """The fused PACT kernels where they apply: float32 on the CPU, a contiguous activation
+    of 2 elements or more (sizes 0 and 1 would each be a graph of their own)."""
     if (x.device.type != "cpu" or x.dtype != torch.float32 or alpha.dtype != torch.float32
-            or not x.is_contiguous()):
+            or not x.is_contiguous() or x.numel() < 2):
         return None
     return fused.pact_kernels()
 
