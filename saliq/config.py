@@ -22,7 +22,7 @@ from saliq.dotted import ROOT_PATH, deep_merge, set_dotted
 from saliq.errors import ConfigError, format_validation_error
 from saliq.models import ARCHITECTURES, layer_names
 from saliq.quant.plan import PrecisionPlan, plan_label
-from saliq.saliency import FIDELITY_METRICS, METHODS
+from saliq.saliency import FIDELITY_METRICS, GRADIENT_METHODS, METHODS
 
 __all__ = [
     "FP_RECIPE_FIELDS",
@@ -104,6 +104,22 @@ class SaliencyGuided(_Config):
     kl_weight: NonNegativeFloat = 1.0
 
 
+class DistillConfig(_Config):
+    """Explanation distillation from the frozen FP reference (after e2KD): CE +
+    `kd_weight` tau^2 KL(p_FP || p_Q) + `saliency_weight` L(S_Q, S_FP), S the normalised
+    maps of `target` (the teacher's top-1 class, or the label), L `saliency_loss`; each term
+    off at weight 0. `input_noise`: Gaussian noise (std, in normalised input units) added to
+    every training batch, the teacher seeing it too (KD on noisy inputs approximates Jacobian
+    matching, Srinivas & Fleuret 2018)."""
+
+    kd_weight: NonNegativeFloat = 0.0
+    temperature: PositiveFloat = 4.0
+    saliency_weight: NonNegativeFloat = 0.0
+    saliency_loss: Literal["cosine", "mse"] = "cosine"
+    target: Literal["teacher_top1", "label"] = "teacher_top1"
+    input_noise: NonNegativeFloat = 0.0
+
+
 class QATTraining(Training):
     """Quantization-aware training, started from the FP reference's weights.
 
@@ -118,6 +134,7 @@ class QATTraining(Training):
     sampling: Literal["uniform", "balanced"] = "uniform"
     class_weights: Literal["none", "balanced"] = "none"
     saliency_guided: SaliencyGuided | None = None
+    distill: DistillConfig | None = None
 
 
 class SaliencyConfig(_Config):
@@ -247,7 +264,13 @@ class TrialConfig(_Config):
         """What determines the ceiling: the FP recipe and the QAT training settings (the
         calibration of alphas that a full-precision plan does not have aside)."""
         qat = {k: v for k, v in self.qat.model_dump().items() if k != "calibrate"}
-        return {**self.fp_recipe(), "qat": qat}
+        recipe = {**self.fp_recipe(), "qat": qat}
+        if self.distills_maps():  # its maps are the distillation's target
+            recipe["saliency_method"] = self.saliency.method
+        return recipe
+
+    def distills_maps(self) -> bool:
+        return self.qat.distill is not None and self.qat.distill.saliency_weight > 0
 
     def ceiling_key(self) -> str:
         return _key(self.ceiling_recipe())
@@ -296,6 +319,14 @@ def _check_layers(config: TrialConfig, where: str) -> None:
                               f"{config.dataset} (use 0-{n - 1})")
 
 
+def _check_distill(config: TrialConfig, where: str) -> None:
+    if config.distills_maps() and config.saliency.method not in GRADIENT_METHODS:
+        raise ConfigError(
+            f"{where}.qat.distill.saliency_weight: {config.qat.distill.saliency_weight} trains "
+            f"through the student's maps, and {config.saliency.method} has no gradient path: "
+            f"use saliency.method {', '.join(GRADIENT_METHODS)} (or saliency_weight: 0)")
+
+
 def parse_trial_config(data: Any, where: str = "trial") -> TrialConfig:
     """Validate a mapping into a `TrialConfig`, or raise a one-line `ConfigError`."""
     if not isinstance(data, dict):
@@ -306,6 +337,7 @@ def parse_trial_config(data: Any, where: str = "trial") -> TrialConfig:
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, where)) from None
     _check_layers(config, where)
+    _check_distill(config, where)
     return config
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from saliq import reference
-from saliq.build import quantized_from_fp
+from saliq.build import build_model, quantized_from_fp
 from saliq.config import TrialConfig
 from saliq.data.tensors import TrialData
 from saliq.qat import QAT
@@ -52,7 +52,11 @@ def train_ceiling(config: TrialConfig, fp_reference: FPReference, data: TrialDat
     start = time.perf_counter()
     ceiling = config.ceiling_config()
     model = quantized_from_fp(ceiling, fp_reference.state_dict, data)
-    qat = QAT(ceiling, model, data)
+    teacher = None
+    if ceiling.qat.distill is not None:  # the same distillation from the FP reference
+        teacher = build_model(ceiling, full_precision=True).to(data.train_x.device)
+        teacher.load_state_dict(fp_reference.state_dict)
+    qat = QAT(ceiling, model, data, teacher=teacher)
     for epoch in range(ceiling.qat.epochs):
         loss = qat.train_epoch(epoch)
         log.info("ceiling epoch %d/%d: loss %.4f", epoch + 1, ceiling.qat.epochs, loss)

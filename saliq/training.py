@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from saliq.config import Training
-from saliq.data.batches import batches
+from saliq.data.batches import batch_indices
+from saliq.distill import Distillation
 from saliq.guided import saliency_guided_loss
 from saliq.modes import eval_mode
 from saliq.quant.api import alpha_parameters, weight_parameters
@@ -76,18 +77,23 @@ def train_epoch(
     balanced: bool = False,
     loss_weights: torch.Tensor | None = None,
     guided: tuple[float, float] | None = None,
+    distill: Distillation | None = None,
 ) -> float:
     """One pass over (x, y); returns the mean training loss (NaN if training diverged).
 
-    `guided = (fraction, kl_weight)` switches on saliency-guided steps. The loss is summed on
-    the device and read once at the end: no host-device sync inside the step.
+    `guided = (fraction, kl_weight)` switches on saliency-guided steps, `distill` explanation
+    distillation's. The loss is summed on the device and read once at the end: no
+    host-device sync inside the step.
     """
     model.train()
     total = torch.zeros((), device=x.device)
     seen = 0
-    for xb, yb in batches(x, y, batch_size, generator=generator, balanced=balanced,
-                          num_classes=num_classes):
-        if guided is None:
+    for idx in batch_indices(y, batch_size, generator=generator, balanced=balanced,
+                             num_classes=num_classes):
+        xb, yb = x[idx], y[idx]
+        if distill is not None:
+            loss = distill.loss(model, xb, yb, idx, generator)
+        elif guided is None:
             loss = F.cross_entropy(model(xb), yb, weight=loss_weights)
         else:
             loss, _ = saliency_guided_loss(model, xb, yb, fraction=guided[0],

@@ -124,7 +124,7 @@ def iter_trial(
                     calibrate=checkpoint is None)
     # Phase 2: QAT, one reported epoch (metrics and checkpoint) at a time.
     t = time.perf_counter()
-    qat = QAT(config, setup.model, setup.data, checkpoint)
+    qat = QAT(config, setup.model, setup.data, checkpoint, teacher=setup.fp_model)
     history = list(checkpoint["history"]) if checkpoint else []
     evaluated = None
     for epoch in range((checkpoint or {}).get("epoch", 0), config.qat.epochs):

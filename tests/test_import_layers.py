@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "saliq"
 LAYERS = {
     "foundation": ["saliq.errors", "saliq.atomic", "saliq.dotted"],
     "numerics": ["saliq.quant", "saliq.models", "saliq.saliency", "saliq.modes", "saliq.groups",
+                 "saliq.distill",
                  "saliq.cost", "saliq.guided", "saliq.frontier"],
     "data": ["saliq.data"],
     "trial": ["saliq.config", "saliq.build", "saliq.training", "saliq.qat", "saliq.reference",
