@@ -151,8 +151,8 @@ def _open_tracking(sweep: Sweep, root: Path, record: dict, worker_uri: str, stor
     return _Tracking(worker_uri, client, experiment_id, parent.info.run_id, parent_log)
 
 
-def _close(root: Path, record: dict, track: _Tracking, finish: Finisher | None
-           ) -> tuple[int, int, int, Path | None]:
+def _close(root: Path, record: dict, track: _Tracking, finish: Finisher | None,
+           errored: int) -> tuple[int, int, int, Path | None]:
     """After the Tuner: runs whose worker vanished end FAILED, the tally, `finish` (the
     frontier), the parent run FINISHED. (finished, failed, stopped, frontier path)."""
     sweep_id = record["sweep_id"]
@@ -163,7 +163,8 @@ def _close(root: Path, record: dict, track: _Tracking, finish: Finisher | None
     trial_runs = runs.trial_runs(track.client, track.experiment_id, sweep_id)
     finished = sum(r.info.status == "FINISHED" for r in trial_runs)
     stopped = sum(r.info.status == "KILLED" for r in trial_runs)
-    failed = len(trial_runs) - finished - stopped
+    # a trial whose worker failed before it opened its run is in Tune's errors only
+    failed = max(len(trial_runs) - finished - stopped, errored)
     frontier_path = None
     if finished and finish is not None:
         frontier_path = finish(track.client, record["experiment"], sweep_id, root)
@@ -212,7 +213,8 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
                                track.parent_run_id, worker_uri)
         trainable = make_trainable(context, refs, ceilings)
         results = make_tuner(sweep, root, trainable, restore).fit()
-        finished, failed, stopped, frontier_path = _close(root, record, track, finish)
+        finished, failed, stopped, frontier_path = _close(root, record, track, finish,
+                                                          results.num_errors)
         del results
     return SweepOutcome(sweep.name, record["sweep_id"], record["experiment"],
                         track.experiment_id, tracking_uri, finished, failed, frontier_path,
