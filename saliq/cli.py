@@ -171,7 +171,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     client = _analysis_client(args)
     files = write_report(client, args.experiment, args.out, sweep_id=args.sweep_id,
-                         log_to_parent=not args.no_log)
+                         log_to_parent=not args.no_log, figure=args.figure)
     print(Path(files["table"]).read_text())
     for name, path in files.items():
         log.info("%s: %s", name, path)
@@ -289,6 +289,9 @@ def _sweep_commands(sub) -> None:
 
     p = sub.add_parser("report", help="Table II, Figure 1 and per-class accuracy of a sweep")
     analysis_options(p, "directory for the table and figures", "the report")
+    p.add_argument("--figure", action="append", metavar="CONFIGURATION",
+                   help="a configuration Figure 1 shows, as the table names it (repeat it; "
+                        "default: all of them)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("sensitivity", help="quantize one layer at a time; suggest plans")

@@ -117,7 +117,7 @@ def figure1(panels: list[tuple[str, dict]], class_names: Sequence[str], path: Pa
             if r == 0:
                 ax.set_title(class_names[int(first["labels"][c])], fontsize=8)
             if c == 0:
-                ax.set_ylabel(label, fontsize=9)
+                ax.set_ylabel(label.replace(", ", ",\n"), fontsize=8)  # one part a line
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -5,7 +5,8 @@
   reading of each configuration against its controls: accuracy and its drop from the
   ceiling, each fidelity metric raw and retained between the floor and the ceiling, with the
   mean per-seed 95 % bootstrap interval, deletion AUC; and rows for the FP reference, the
-  ceiling and the floor themselves.
+  floor and the ceiling themselves (one per ceiling recipe: configurations whose QAT settings
+  differ, e.g. distillation, are read against ceilings of their own).
 - Figure 1: saliency maps per configuration (rows) and probe image (columns).
 - per-class accuracy bars (disparate impact), and a JSON summary of every number.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from saliq.config import stored_plan_label
+from saliq.config import parse_trial_config, stored_plan_label
 from saliq.data import DATASETS
 from saliq.errors import ConfigError
 from saliq.plots import class_accuracy_bars, figure1
@@ -128,28 +129,68 @@ def _one_per_seed(records: list[TrialRecord]) -> list[TrialRecord]:
     return list(by_seed.values())
 
 
-def _control_rows(records: list[TrialRecord]) -> list[list[str]]:
-    """FP reference, ceiling and floor as rows of the detail table, from the trials' controls."""
+def _ceiling_recipe(record: TrialRecord) -> str | None:
+    """What trains the record's ceiling, its seed aside (the seeds are the rows' n)."""
+    try:
+        recipe = parse_trial_config(record.config, "trial").ceiling_recipe()
+    except ConfigError:  # a config this version no longer reads: one ceiling for all of them
+        return None
+    return json.dumps({k: v for k, v in recipe.items() if k != "seed"}, sort_keys=True,
+                      default=str)
+
+
+def _common_part(labels: list[str]) -> str:
+    """What configuration labels ("precision=w2a2, trial=kd") share: the parts that name a
+    ceiling's recipe when the others (the plans) do not change it."""
+    parts = [label.split(", ") for label in labels]
+    common = [part for part in parts[0] if all(part in other for other in parts[1:])]
+    return ", ".join(common) if common else "; ".join(labels)
+
+
+def _ceiling_rows(keys: list, groups: dict) -> list[list[str]]:
+    """One ceiling row per ceiling recipe among the configurations (QAT settings that differ,
+    distillation or dropout, train their own ceiling), named by the configurations it serves
+    when there is more than one."""
+    by_recipe: dict = {}
+    for key in keys:
+        for r in groups[key]:
+            if "accuracy_ceiling" in r.metrics:
+                served, records = by_recipe.setdefault(_ceiling_recipe(r), ({}, []))
+                served[key[2]] = None
+                records.append(r)
+    rows = []
+    for served, records in by_recipe.values():
+        seeds = _one_per_seed(records)
+        label = "ceiling: FP trained on with the QAT settings"
+        if len(by_recipe) > 1:
+            label = f"ceiling of {_common_part(list(served))}: FP trained on with its QAT settings"
+        cells = [c for m in METRIC_NAMES
+                 for c in (_cell(seeds, f"fidelity_ceiling_{m}", True), "1 (by definition)")]
+        rows.append([label, str(len(seeds)), _cell(seeds, "accuracy_ceiling"),
+                     "0 (by definition)", *cells, ""])
+    return rows
+
+
+def _control_rows(keys: list, groups: dict) -> list[list[str]]:
+    """FP reference, ceiling(s) and floor as rows of the detail table, from the trials'
+    controls (every trial of a seed carries its recipe's control values)."""
+    records = [r for k in keys for r in groups[k]]
     seeds = _one_per_seed([r for r in records if "accuracy_ceiling" in r.metrics
                            or "accuracy_floor" in r.metrics])
     if not seeds:
         return []
     one = ["1 (identical)", ""] * len(METRIC_NAMES)
     rows = [["FP reference", str(len(seeds)), _cell(seeds, "fp_accuracy"), "", *one, ""]]
-    if any("accuracy_ceiling" in r.metrics for r in seeds):
-        drop0 = "0 (by definition)"
-        cells = [c for m in METRIC_NAMES
-                 for c in (_cell(seeds, f"fidelity_ceiling_{m}", True), "1 (by definition)")]
-        rows.append(["ceiling: FP trained on with the QAT settings", str(len(seeds)),
-                     _cell(seeds, "accuracy_ceiling"), drop0, *cells, ""])
-    if any("accuracy_floor" in r.metrics for r in seeds):
-        for r in seeds:  # the floor's accuracy drop: the ceiling's accuracy minus the floor's
+    rows += _ceiling_rows(keys, groups)
+    floors = _one_per_seed([r for r in records if "accuracy_floor" in r.metrics])
+    if floors:  # the floor depends on the FP recipe alone: one row
+        for r in floors:  # its accuracy drop: the ceiling's accuracy minus the floor's
             r.metrics.setdefault("accuracy_floor_drop", r.metrics.get("accuracy_ceiling", math.nan)
                                  - r.metrics["accuracy_floor"])
         cells = [c for m in METRIC_NAMES
-                 for c in (_cell(seeds, f"fidelity_floor_{m}", True), "0 (by definition)")]
-        rows.append(["floor: FP of another seed", str(len(seeds)), _cell(seeds, "accuracy_floor"),
-                     _cell(seeds, "accuracy_floor_drop"), *cells, ""])
+                 for c in (_cell(floors, f"fidelity_floor_{m}", True), "0 (by definition)")]
+        rows.append(["floor: FP of another seed", str(len(floors)), _cell(floors, "accuracy_floor"),
+                     _cell(floors, "accuracy_floor_drop"), *cells, ""])
     return rows
 
 
@@ -163,7 +204,7 @@ def _detail_table(groups: dict, arch: str, dataset: str) -> list[str]:
              "Mean ± std over seeds; [the mean per-seed 95 % bootstrap interval over probe "
              "images]; retained = (fidelity - floor) / (ceiling - floor).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    rows = _control_rows([r for k in keys for r in groups[k]])
+    rows = _control_rows(keys, groups)
     for key in keys:
         group = groups[key]
         row = [key[2], str(len(group)), _cell(group, "accuracy"), _cell(group, "accuracy_drop")]
@@ -214,7 +255,9 @@ def _maps(client, record, folder: Path) -> dict | None:
         return {k: data[k] for k in data.files}
 
 
-def _figures(client, groups: dict, out: Path) -> dict[str, Path]:
+def _figures(client, groups: dict, out: Path, shown: list[str] | None) -> dict[str, Path]:
+    """Figure 1 (of the configurations `shown`, in that order; default all) and the
+    per-class bars, per model and dataset."""
     files = {}
     with tempfile.TemporaryDirectory() as tmp:
         for arch, dataset in dict.fromkeys(k[:2] for k in groups):
@@ -223,7 +266,7 @@ def _figures(client, groups: dict, out: Path) -> dict[str, Path]:
             stem, name = f"{dataset}-{arch}", DATASET_NAMES.get(dataset, dataset)
             keys = [k for k in groups if k[:2] == (arch, dataset)]
             panels = []
-            for key in keys:
+            for key in _shown(keys, shown):
                 record = min(groups[key], key=lambda r: r.config.get("seed", 0))
                 maps = _maps(client, record, Path(tmp) / record.run_id)
                 if maps is not None:
@@ -247,13 +290,26 @@ def _figures(client, groups: dict, out: Path) -> dict[str, Path]:
     return files
 
 
+def _shown(keys: list, shown: list[str] | None) -> list:
+    if shown is None:
+        return keys
+    by_label = {k[2]: k for k in keys}
+    return [by_label[label] for label in shown if label in by_label]
+
+
 def write_report(client, experiment: str, out: str | Path, *, sweep_id: str | None = None,
-                 log_to_parent: bool = True) -> dict[str, Path]:
-    """Write the table, figures and a JSON summary of a sweep's finished trials to `out`."""
+                 log_to_parent: bool = True, figure: list[str] | None = None) -> dict[str, Path]:
+    """Write the table, figures and a JSON summary of a sweep's finished trials to `out`;
+    `figure`: the configurations (labels as the table names them) Figure 1 shows."""
     parent, records = sweep_records(client, experiment, sweep_id)
     finished = [r for r in records if r.status == "FINISHED"]
     if not finished:
         raise ConfigError(f"experiment {experiment!r}: the sweep has no finished trial yet")
+    labels = {configuration_label(r.sampled, r.config) for r in finished}
+    unknown = [label for label in figure or () if label not in labels]
+    if unknown:
+        raise ConfigError(f"--figure {unknown[0]!r}: no such configuration in the sweep; its "
+                          f"configurations are {', '.join(repr(x) for x in sorted(labels))}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {"table": out / "table2.md"}
@@ -269,7 +325,7 @@ def write_report(client, experiment: str, out: str | Path, *, sweep_id: str | No
     } for (a, d, label), g in groups.items()}
     files["summary"] = out / "summary.json"
     files["summary"].write_text(json.dumps(summary, indent=2) + "\n")
-    files.update(_figures(client, groups, out))
+    files.update(_figures(client, groups, out, figure))
     if log_to_parent:
         logger = RunLogger(client, parent.info.run_id)
         for path in files.values():

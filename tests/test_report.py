@@ -143,3 +143,21 @@ def test_sensitivity_seeds_a_sweep(tmp_path):
     seeded = load_sweep(tmp_path / "sens" / "quick-seeded.yaml")
     assert seeded.name == "quick-seeded" and 1 <= len(seeded.spec.enqueue) <= 3
     assert seeded.enqueued_points()  # every suggested point lies in the search space
+
+
+def test_figure_shows_the_configurations_asked_for(report, tmp_path):
+    env = {"SALIQ_CACHE_DIR": str(report["root"] / "cache")}
+    args = ("report", "--experiment", "tiny-table2", "--storage", str(report["root"] / "runs"),
+            "--no-log")
+    wrong = saliq(*args, "--out", str(tmp_path / "wrong"), "--figure", "3-bit", env=env)
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip().splitlines()[-1].startswith("saliq: --figure '3-bit': no such "
+                                                            "configuration")
+    assert "'2-bit'" in wrong.stderr and not (tmp_path / "wrong").exists()
+    done = saliq(*args, "--out", str(tmp_path / "one"), "--figure", "2-bit", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from PIL import Image
+
+    every = Image.open(report["out"] / "figure1-mnist-seed-cnn.png").size[1]
+    one = Image.open(tmp_path / "one" / "figure1-mnist-seed-cnn.png").size[1]
+    assert one < every  # one configuration's row instead of two
