@@ -156,11 +156,11 @@ def _close(root: Path, record: dict, track: _Tracking, finish: Finisher | None
     """After the Tuner: runs whose worker vanished end FAILED, the tally, `finish` (the
     frontier), the parent run FINISHED. (finished, failed, stopped, frontier path)."""
     sweep_id = record["sweep_id"]
-    stale = runs.fail_stale_runs(track.client, track.experiment_id, sweep_id,
+    trial_runs = runs.trial_runs(track.client, track.experiment_id, sweep_id)
+    stale = runs.fail_stale_runs(track.client, trial_runs,
                                  "the trial's worker was lost and no retry was left")
     if stale:
         log.warning("%d trial run(s) ended FAILED: their worker was lost", stale)
-    trial_runs = runs.trial_runs(track.client, track.experiment_id, sweep_id)
     finished = sum(r.info.status == "FINISHED" for r in trial_runs)
     stopped = sum(r.info.status == "KILLED" for r in trial_runs)
     failed = len(trial_runs) - finished - stopped
