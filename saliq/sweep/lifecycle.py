@@ -5,6 +5,7 @@ Storage layout of a sweep (`<storage>/<name>/`):
     sweep.json   the sweep id, its MLflow experiment and parent run (no secrets)
     spec.yaml    the spec as validated
     tune/        Ray Tune's experiment state and trial checkpoints (what resume reads)
+    optuna.journal  the Optuna study (unless `optuna: {storage: URL}` puts it in a database)
     frontier.yaml
 beside it `<name>.lock` (held by the sweep's running driver), and, shared by the sweeps of
 one storage: `fp-cache/` (FP references by recipe) and, for the local default store,
@@ -45,6 +46,12 @@ from saliq.sweep.references import (
     submit_references,
 )
 from saliq.sweep.spec import Sweep, load_sweep, parse_sweep
+from saliq.sweep.study import (
+    check_study_storage,
+    fail_orphaned_trials,
+    open_study_storage,
+    study_location,
+)
 from saliq.sweep.trainable import SweepContext
 from saliq.sweep.tuner import make_trainable, make_tuner, saved_trial_ids, tune_environment
 from saliq.tracking import runs
@@ -76,6 +83,7 @@ class SweepOutcome:
     experiment: str
     experiment_id: str
     tracking_uri: str
+    study: str  # the Optuna study's storage, as optuna-dashboard opens it
     finished: int
     failed: int
     frontier_path: Path | None
@@ -211,12 +219,14 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
         context = SweepContext(sweep, record["sweep_id"], track.experiment_id,
                                track.parent_run_id, worker_uri)
         trainable = make_trainable(context, refs, ceilings)
-        results = make_tuner(sweep, root, trainable, restore).fit()
+        study = open_study_storage(sweep, root)
+        results = make_tuner(sweep, root, trainable, restore, study, record["sweep_id"]).fit()
+        fail_orphaned_trials(study, record["sweep_id"])
         finished, failed, stopped, frontier_path = _close(root, record, track, finish)
         del results
     return SweepOutcome(sweep.name, record["sweep_id"], record["experiment"],
-                        track.experiment_id, tracking_uri, finished, failed, frontier_path,
-                        time.monotonic() - start, stopped)
+                        track.experiment_id, tracking_uri, study_location(sweep, root), finished,
+                        failed, frontier_path, time.monotonic() - start, stopped)
 
 
 def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | None = None,
@@ -229,6 +239,7 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | N
     new_storage = not root.parent.exists()
     new_store = is_sqlite(uri) and not sqlite_path(uri).exists()
     check_ray_side(sweep, address)
+    check_study_storage(sweep)
     check_reachable(uri)
     with driver_lock(root):
         if (root / "sweep.json").exists():
@@ -293,6 +304,7 @@ def resume_sweep(target: str, *, address: str | None = None, tracking_uri: str |
                           "USERNAME / MLFLOW_TRACKING_PASSWORD)")
     uri = resolve_tracking_uri(tracking_uri or record["tracking_uri"], None, root.parent)
     check_reachable(uri)
+    check_study_storage(sweep)
     check_ray_side(sweep, address)
     with driver_lock(root):
         # no Tune state (killed before Tune wrote its first): nothing ran, trials start afresh

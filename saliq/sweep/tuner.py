@@ -1,5 +1,6 @@
-"""The sweep's Ray Tune `Tuner`: OptunaSearch over the spec's space, its objectives, retries,
-an optional ASHA scheduler, and the trainable bound to the sweep's context."""
+"""The sweep's Ray Tune `Tuner`: OptunaSearch over the spec's space in the sweep's study, its
+objectives, retries, an optional ASHA scheduler, and the trainable bound to the sweep's
+context."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ray.tune.search.optuna import OptunaSearch
 from saliq.sweep.progress import Progress
 from saliq.sweep.space import distributions, make_sampler
 from saliq.sweep.spec import Sweep
+from saliq.sweep.study import is_new_study
 from saliq.sweep.trainable import QATTrainable, SweepContext
 
 __all__ = ["TUNE_ENVIRONMENT", "make_trainable", "make_tuner", "saved_trial_ids",
@@ -40,8 +42,10 @@ def tune_environment() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def make_tuner(sweep: Sweep, root: Path, trainable, restore: bool) -> tune.Tuner:
-    """A new Tuner for `sweep` under `root/tune`, or the one saved there (`restore`)."""
+def make_tuner(sweep: Sweep, root: Path, trainable, restore: bool,
+               storage: optuna.storages.BaseStorage, study_name: str) -> tune.Tuner:
+    """A new Tuner for `sweep` under `root/tune` searching the study `study_name` in
+    `storage`, or the one saved there (`restore`: its search continues the same study)."""
     spec = sweep.spec
     objectives = spec.objective.directions()
     if spec.objective.weighted is not None:
@@ -57,10 +61,10 @@ def make_tuner(sweep: Sweep, root: Path, trainable, restore: bool) -> tune.Tuner
     if restore:
         return tune.Tuner.restore(str(root / "tune"), trainable, resume_unfinished=True,
                                   resume_errored=True)
+    enqueue = sweep.enqueued_points() if is_new_study(storage, study_name) else []
     search = OptunaSearch(
         distributions(sweep), metric=metric, mode=mode, sampler=make_sampler(sweep),
-        study_name=f"saliq-{spec.name}",  # OptunaSearch would call every study "optuna"
-        points_to_evaluate=sweep.enqueued_points() or None,
+        storage=storage, study_name=study_name, points_to_evaluate=enqueue or None,
     )
     scheduler = None
     if spec.scheduler is not None:
