@@ -6,6 +6,7 @@ Storage layout of a sweep (`<storage>/<name>/`):
     spec.yaml    the spec as validated
     tune/        Ray Tune's experiment state and trial checkpoints (what resume reads)
     optuna.journal  the Optuna study (unless `optuna: {storage: URL}` puts it in a database)
+    progress.log every trial event, one line each (the terminal shows a summary beyond 40)
     frontier.yaml
 beside it `<name>.lock` (held by the sweep's running driver), and, shared by the sweeps of
 one storage: `fp-cache/` (FP references by recipe) and, for the local default store,

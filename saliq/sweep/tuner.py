@@ -14,7 +14,7 @@ from ray.tune import ExperimentAnalysis
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from saliq.sweep.progress import Progress
+from saliq.sweep.progress import LOG_FILE, Progress
 from saliq.sweep.space import distributions, make_sampler
 from saliq.sweep.spec import Sweep
 from saliq.sweep.study import is_new_study
@@ -56,7 +56,7 @@ def make_tuner(sweep: Sweep, root: Path, trainable, restore: bool,
         name="tune", storage_path=str(root), verbose=0,
         failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_at_end=False),
-        callbacks=[Progress(sweep)],
+        callbacks=[Progress(sweep, log_path=root / LOG_FILE)],
     )
     if restore:
         return tune.Tuner.restore(str(root / "tune"), trainable, resume_unfinished=True,
