@@ -53,7 +53,7 @@ from saliq.sweep.study import (
     open_study_storage,
     study_location,
 )
-from saliq.sweep.trainable import SweepContext
+from saliq.sweep.trainable import QATTrainable, SweepContext
 from saliq.sweep.tuner import make_trainable, make_tuner, saved_trial_ids, tune_environment
 from saliq.tracking import runs
 from saliq.tracking.logger import RunLogger
@@ -183,7 +183,8 @@ def _close(root: Path, record: dict, track: _Tracking, finish: Finisher | None
 
 
 def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, address: str | None,
-             dashboard: bool, restore: bool, finish: Finisher | None) -> SweepOutcome:
+             dashboard: bool, restore: bool, finish: Finisher | None,
+             trial_class: type[QATTrainable] = QATTrainable) -> SweepOutcome:
     start = time.monotonic()
     tune_environment()
     cache = root.parent / "fp-cache"
@@ -219,7 +220,7 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
                             "trials, which it samples again", forgotten)
         context = SweepContext(sweep, record["sweep_id"], track.experiment_id,
                                track.parent_run_id, worker_uri)
-        trainable = make_trainable(context, refs, ceilings)
+        trainable = make_trainable(context, refs, ceilings, trial_class)
         study = open_study_storage(sweep, root)
         results = make_tuner(sweep, root, trainable, restore, study, record["sweep_id"]).fit()
         fail_orphaned_trials(study, record["sweep_id"])
@@ -232,9 +233,11 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
 
 def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | None = None,
               storage: str | None = None, restart: bool = False, dashboard: bool = False,
-              finish: Finisher | None = None) -> SweepOutcome:
+              finish: Finisher | None = None,
+              trial_class: type[QATTrainable] = QATTrainable) -> SweepOutcome:
     """Start `sweep`: everything is validated and reachable before anything is written;
-    `finish` runs last (e.g. `saliq.pareto.finish_sweep`: the frontier file)."""
+    `finish` runs last (e.g. `saliq.pareto.finish_sweep`: the frontier file). `trial_class`
+    runs each trial (a subclass times the sweep without QAT: bench/scale.py)."""
     root = sweep_dir(storage or sweep.spec.storage, sweep.name)
     uri = resolve_tracking_uri(tracking_uri, sweep.spec.mlflow.tracking_uri, root.parent)
     new_storage = not root.parent.exists()
@@ -250,7 +253,7 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | N
                                   "--restart")
             shutil.rmtree(root)
         try:
-            return _start(sweep, root, uri, address, dashboard, finish)
+            return _start(sweep, root, uri, address, dashboard, finish, trial_class)
         except ResourcesUnavailable:
             # found before any trial ran: the sweep never started, and leaves nothing behind
             shutil.rmtree(root.parent if new_storage else root)
@@ -260,7 +263,7 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | N
 
 
 def _start(sweep: Sweep, root: Path, uri: str, address: str | None, dashboard: bool,
-           finish: Finisher | None) -> SweepOutcome:
+           finish: Finisher | None, trial_class: type[QATTrainable]) -> SweepOutcome:
     """A new sweep's folder and record, then its run."""
     root.mkdir(parents=True, exist_ok=True)
     write_atomic(root / "spec.yaml", yaml.safe_dump(sweep.as_written(), sort_keys=False))
@@ -274,7 +277,7 @@ def _start(sweep: Sweep, root: Path, uri: str, address: str | None, dashboard: b
     }
     write_atomic(root / "sweep.json", json.dumps(record, indent=2))
     return _execute(sweep, root, record, uri, address=address, dashboard=dashboard,
-                    restore=False, finish=finish)
+                    restore=False, finish=finish, trial_class=trial_class)
 
 
 def resolve_sweep_dir(target: str, storage: str | None) -> Path:

@@ -16,7 +16,7 @@ from ray.tune import Callback
 from saliq.frontier import hypervolume, non_dominated, reference_point
 from saliq.sweep.spec import Sweep
 
-__all__ = ["LOG_FILE", "SUMMARY_ABOVE", "Progress"]
+__all__ = ["LOG_FILE", "SUMMARY_ABOVE", "Progress", "completed"]
 
 LOG_FILE = "progress.log"
 SUMMARY_ABOVE = 40  # trials: a few dozen lines stay readable, a thousand do not
@@ -43,6 +43,7 @@ class Progress(Callback):
         self._started: float | None = None  # this driver's first trial start
         self._ended = 0  # trials this driver saw end
         self._shown = -math.inf  # when the summary line was last shown
+        self._point: dict[str, list[float]] = {}  # finished trial -> its objective values
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_log": None}
@@ -78,8 +79,16 @@ class Progress(Callback):
         return f"{len(front)} trial(s) on the Pareto frontier"
 
     def _points(self, finished) -> list[list[float]]:
-        points = [[t.last_result.get(m, math.nan) for m, _ in self.directions] for t in finished]
-        return [p for p in points if all(_finite(v) for v in p)]
+        """The objective values of the finished trials that have them all (finite)."""
+        points = []
+        for trial in finished:
+            point = self._point.get(trial.trial_id)
+            if point is None:  # once per trial: a final result does not change
+                values = [trial.last_result.get(m, math.nan) for m, _ in self.directions]
+                point = self._point[trial.trial_id] = values if all(map(_finite, values)) else []
+            if point:
+                points.append(point)
+        return points
 
     def _summary(self, result: dict) -> str:
         # the raw fidelity with the share of it retained between the controls beside it
@@ -92,7 +101,7 @@ class Progress(Callback):
     def summary_line(self, trials) -> str:
         finished = _finished(trials)
         failed = sum(t.status == "ERROR" or _diverged(t) for t in trials)
-        stopped = sum(t.status == "TERMINATED" and not _completed(t) and not _diverged(t)
+        stopped = sum(t.status == "TERMINATED" and not completed(t) and not _diverged(t)
                       for t in trials)
         running = sum(t.status == "RUNNING" for t in trials)
         done = len(finished) + failed + stopped
@@ -146,7 +155,7 @@ class Progress(Callback):
         if result.get("diverged"):
             self._say(f"trial {trial.trial_id} diverged: {result.get('failure_reason')} | "
                       f"{self._tally(trials, trial)}")
-        elif not _completed(trial):
+        elif not completed(trial):
             self._say(f"trial {trial.trial_id} stopped early by ASHA after QAT epoch "
                       f"{result.get('epoch', 0):.0f}: {self._summary(result)} | "
                       f"{self._tally(trials, trial)}")
@@ -165,10 +174,10 @@ class Progress(Callback):
 
 def _finished(trials, completing=None) -> list:
     """The trials that ended with their final result (`completing`: the one ending now)."""
-    return [t for t in trials if (t.status == "TERMINATED" or t is completing) and _completed(t)]
+    return [t for t in trials if (t.status == "TERMINATED" or t is completing) and completed(t)]
 
 
-def _completed(trial) -> bool:
+def completed(trial) -> bool:
     """Its final result: trained to the end (diverged 0), or stored by an earlier attempt;
     not an epoch's result, the last of a trial stopped early."""
     result = trial.last_result or {}
