@@ -135,6 +135,7 @@ class QATTraining(Training):
     class_weights: Literal["none", "balanced"] = "none"
     saliency_guided: SaliencyGuided | None = None
     distill: DistillConfig | None = None
+    dropout: bool = True  # false: the model's dropout off during QAT (the FP reference keeps it)
 
 
 class SaliencyConfig(_Config):

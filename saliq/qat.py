@@ -58,7 +58,7 @@ class QAT:
                            num_classes=data.num_classes,
                            balanced=config.qat.sampling == "balanced",
                            loss_weights=self.loss_weights, guided=self.guided,
-                           distill=self.distill)
+                           distill=self.distill, dropout=config.qat.dropout)
         if not math.isfinite(loss):
             raise TrialDiverged(f"QAT loss became {loss} in epoch {epoch + 1} (plan "
                                 f"{config.plan_label()}, lr {config.qat.lr}): lower qat.lr")

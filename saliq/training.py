@@ -78,14 +78,19 @@ def train_epoch(
     loss_weights: torch.Tensor | None = None,
     guided: tuple[float, float] | None = None,
     distill: Distillation | None = None,
+    dropout: bool = True,
 ) -> float:
     """One pass over (x, y); returns the mean training loss (NaN if training diverged).
 
     `guided = (fraction, kl_weight)` switches on saliency-guided steps, `distill` explanation
     distillation's. The loss is summed on the device and read once at the end: no
-    host-device sync inside the step.
+    host-device sync inside the step. `dropout=False` trains with the model's dropout off.
     """
     model.train()
+    if not dropout:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.eval()
     total = torch.zeros((), device=x.device)
     seen = 0
     for idx in batch_indices(y, batch_size, generator=generator, balanced=balanced,

@@ -48,18 +48,46 @@ def report(tmp_path_factory):
     return {"root": root, "out": out, "stdout": done.stdout}
 
 
+def _tables(text: str) -> dict[str, list[str]]:
+    """The report's markdown tables by their '### ' heading: header, separator, rows."""
+    tables, heading = {}, None
+    for line in text.splitlines():
+        if line.startswith("### "):
+            heading = line[4:]
+        elif line.startswith("|"):
+            tables.setdefault(heading, []).append(line)
+    return tables
+
+
+def _rows(table: list[str]) -> dict[str, list[str]]:
+    return {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in table[2:]}
+
+
 def test_table_has_the_shape_of_table_ii(report):
     table = (report["out"] / "table2.md").read_text()
     assert report["stdout"].strip() == table.strip()
-    lines = [line for line in table.splitlines() if line.startswith("|")]
-    header = lines[0]
-    assert "MNIST accuracy" in header and "Fashion-MNIST accuracy" in header
-    assert "spearman" in header and "SSIM" in header and "deletion AUC" in header
-    rows = {line.split("|")[1].strip(): line for line in lines[2:]}
+    tables = _tables(table)
+    accuracy = tables["seed-cnn: accuracy (mean ± std over seeds, n)"]
+    assert "MNIST accuracy" in accuracy[0] and "Fashion-MNIST accuracy" in accuracy[0]
+    rows = _rows(accuracy)
     assert set(rows) == {"fp", "2-bit"}
-    assert "(n=2)" in rows["fp"] and " ± " in rows["2-bit"]
-    # the FP configuration is the reference itself: every fidelity metric is exactly 1
-    assert rows["fp"].count("1.0000 ± 0.0000") >= 6
+    assert all("(n=2)" in cell for cell in rows["fp"]) and " ± " in rows["2-bit"][0]
+    for dataset in ("MNIST", "Fashion-MNIST"):
+        detail = tables[f"seed-cnn · {dataset}: against the controls"]
+        header = [c.strip() for c in detail[0].split("|")[1:-1]]
+        for name in ("spearman", "SSIM", "top-10% IoU"):
+            assert name in header and f"{name} retained" in header
+        assert "deletion AUC (lower = more faithful)" in header
+        rows = _rows(detail)
+        assert {"fp", "2-bit"} <= set(rows)
+        assert all(len(cells) == len(header) - 1 for cells in rows.values())
+        # the FP configuration is the reference itself: every fidelity metric is exactly 1
+        fp = dict(zip(header[1:], rows["fp"], strict=True))
+        for name in ("spearman", "SSIM", "top-10% IoU"):
+            assert fp[name].startswith("1.0000 ± 0.0000"), fp
+        two = dict(zip(header[1:], rows["2-bit"], strict=True))
+        assert two["n"] == "2" and " ± " in two["spearman"] and "[" in two["spearman"]
 
 
 def test_summary_matches_mlflow(report):

@@ -62,6 +62,9 @@ class _DoReFa(torch.autograd.Function):
         w, t, peak, argmax = ctx.saved_tensors
         if not ctx.scaled or torch.is_grad_enabled():  # by definition (create_graph: exact)
             return _autograd_of_straight_through(grad, w, ctx.bits, ctx.scaled), None, None
+        # the argmax correction below writes through a flat view: it needs a contiguous
+        # gradient (a convolution's double backward delivers a strided one)
+        grad = grad.contiguous()
         floor = _floor(peak)
         scale = peak / floor  # 1, or 0 for an all-zero tensor, whose output is constant 0
         grad_peak = -torch.dot(grad.reshape(-1), t.reshape(-1)) / floor

@@ -9,8 +9,9 @@ Three ways to the same values: the fused CPU kernels of `saliq.quant.fused` (flo
 pass each way), an eager CPU path (alpha read as a number: free on the CPU) and an eager
 device path (alpha stays a tensor: no host sync). A backward run with `create_graph=True`
 (a loss that trains through the model's own input gradients, as explanation distillation
-does) takes a path of plain differentiable operations with the same first-order values, so
-second-order gradients flow through the straight-through masks.
+does) computes the same gradients through `_PactGrads`, a function of the upstream gradient
+with its own backward, so second-order gradients flow through the straight-through masks on
+the fused kernels too.
 """
 
 from __future__ import annotations
@@ -51,13 +52,37 @@ def _grads_cpu(grad, x, alpha):
     return grad_x, grad_alpha.reshape(alpha.shape)
 
 
-def _grads_differentiable(grad, x, alpha):
-    """The same gradients as functions autograd can differentiate again (in `grad`: the masks
-    are constants almost everywhere), for a backward with `create_graph=True`."""
-    zero = grad.new_zeros(())
-    grad_x = torch.where((x >= 0) & (x < alpha), grad, zero)
-    grad_alpha = torch.where(x >= alpha, grad, zero).sum().reshape(alpha.shape)
-    return grad_x, grad_alpha
+def _grads(grad, x, alpha):
+    """The straight-through gradients, on the fastest path that applies."""
+    kernels = _fused_kernels(x, alpha)
+    if kernels is not None:
+        grad_x, grad_alpha = kernels[1](grad.reshape(-1), x.reshape(-1), alpha)
+        return grad_x.view_as(x), grad_alpha.reshape(alpha.shape)
+    return (_grads_cpu if x.device.type == "cpu" else _grads_masks)(grad, x, alpha)
+
+
+class _PactGrads(torch.autograd.Function):
+    """(grad_x, grad_alpha) as a function of the upstream `grad`, for a backward with
+    `create_graph=True`: linear in `grad`, with 0/1 masks that are constant in x and alpha
+    almost everywhere, so its own backward is the same masked map of the upstream gradient,
+    through this function again: differentiable to any order, on the fused kernels too."""
+
+    @staticmethod
+    def forward(ctx, grad: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor):
+        ctx.save_for_backward(x, alpha)
+        ctx.set_materialize_grads(False)
+        return _grads(grad, x, alpha)
+
+    @staticmethod
+    def backward(ctx, grad_grad_x: torch.Tensor | None, grad_grad_alpha: torch.Tensor | None):
+        x, alpha = ctx.saved_tensors
+        out = None
+        if grad_grad_x is not None:  # d grad_x / d grad: the mask 0 <= x < alpha
+            out = _PactGrads.apply(grad_grad_x, x, alpha)[0]
+        if grad_grad_alpha is not None:  # d grad_alpha / d grad: the mask x >= alpha
+            above = torch.where(x >= alpha, grad_grad_alpha, grad_grad_alpha.new_zeros(()))
+            out = above if out is None else out + above
+        return out, None, None
 
 
 class _PactQuantize(torch.autograd.Function):
@@ -81,13 +106,8 @@ class _PactQuantize(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, alpha = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: a second derivative will follow
-            return *_grads_differentiable(grad, x, alpha), None
-        kernels = _fused_kernels(x, alpha)
-        if kernels is not None:
-            grad_x, grad_alpha = kernels[1](grad.reshape(-1), x.reshape(-1), alpha)
-            return grad_x.view_as(x), grad_alpha.reshape(alpha.shape), None
-        grads = _grads_cpu if x.device.type == "cpu" else _grads_masks
-        return *grads(grad, x, alpha), None
+            return *_PactGrads.apply(grad, x, alpha), None
+        return *_grads(grad, x, alpha), None
 
 
 def _fused_kernels(x: torch.Tensor, alpha: torch.Tensor):

@@ -160,8 +160,8 @@ def _open_tracking(sweep: Sweep, root: Path, record: dict, worker_uri: str, stor
     return _Tracking(worker_uri, client, experiment_id, parent.info.run_id, parent_log)
 
 
-def _close(root: Path, record: dict, track: _Tracking, finish: Finisher | None
-           ) -> tuple[int, int, int, Path | None]:
+def _close(root: Path, record: dict, track: _Tracking, finish: Finisher | None,
+           errored: int) -> tuple[int, int, int, Path | None]:
     """After the Tuner: runs whose worker vanished end FAILED, the tally, `finish` (the
     frontier), the parent run FINISHED. (finished, failed, stopped, frontier path)."""
     sweep_id = record["sweep_id"]
@@ -172,7 +172,8 @@ def _close(root: Path, record: dict, track: _Tracking, finish: Finisher | None
         log.warning("%d trial run(s) ended FAILED: their worker was lost", stale)
     finished = sum(r.info.status == "FINISHED" for r in trial_runs)
     stopped = sum(r.info.status == "KILLED" for r in trial_runs)
-    failed = len(trial_runs) - finished - stopped
+    # a trial whose worker failed before it opened its run is in Tune's errors only
+    failed = max(len(trial_runs) - finished - stopped, errored)
     frontier_path = None
     if finished and finish is not None:
         frontier_path = finish(track.client, record["experiment"], sweep_id, root)
@@ -224,7 +225,8 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
         study = open_study_storage(sweep, root)
         results = make_tuner(sweep, root, trainable, restore, study, record["sweep_id"]).fit()
         fail_orphaned_trials(study, record["sweep_id"])
-        finished, failed, stopped, frontier_path = _close(root, record, track, finish)
+        finished, failed, stopped, frontier_path = _close(root, record, track, finish,
+                                                          results.num_errors)
         del results
     return SweepOutcome(sweep.name, record["sweep_id"], record["experiment"],
                         track.experiment_id, tracking_uri, study_location(sweep, root), finished,

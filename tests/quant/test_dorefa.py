@@ -71,3 +71,13 @@ def test_dorefa_32_bits_is_identity():
     assert scaled_dorefa_weight(w, 32) is w
 
 
+def test_scaled_dorefa_gradient_of_a_strided_upstream_is_the_contiguous_ones():
+    # a convolution's double backward hands the weights a strided gradient; the closed form's
+    # correction at the argmax must not be written to a copy and lost
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(8, 6, generator=g, requires_grad=True)
+    strided = torch.randn(6, 8, generator=g).t()
+    assert not strided.is_contiguous()
+    (a,) = torch.autograd.grad(scaled_dorefa_weight(w, 2), w, strided)
+    (b,) = torch.autograd.grad(scaled_dorefa_weight(w, 2), w, strided.contiguous())
+    exact(a, b)
