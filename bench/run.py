@@ -1,7 +1,8 @@
 """The benchmark suite: every bench/*.py in turn, then bench/results/summary.json with the
 headline figures side by side (each a ratio measured within one run of its benchmark).
 
-    python bench/run.py            # full: about an hour on 2 CPU cores (the search table: 30 min)
+    python bench/run.py            # full: about an hour on 2 CPU cores (the search table: 30 min),
+                                   # and bench/scale.py's 5,000-trial sweep beside it
     python bench/run.py --quick    # a few minutes per benchmark; writes <name>-quick.json
 """
 
