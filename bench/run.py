@@ -1,7 +1,8 @@
 """The benchmark suite: every bench/*.py in turn, then bench/results/summary.json with the
 headline figures side by side (each a ratio measured within one run of its benchmark).
 
-    python bench/run.py            # full: about an hour on 2 CPU cores (the search table: 30 min)
+    python bench/run.py            # full: about an hour on 2 CPU cores (the search table: 30 min),
+                                   # and bench/scale.py's 5,000-trial sweep beside it
     python bench/run.py --quick    # a few minutes per benchmark; writes <name>-quick.json
 """
 
@@ -17,12 +18,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, machine, write_result  # noqa: E402
 
-BENCHMARKS = ("epoch", "compile", "compiles", "orchestration", "search", "cli", "probe", "gpu")
+BENCHMARKS = ("epoch", "compile", "compiles", "orchestration", "scale", "search", "cli", "probe",
+              "gpu")
 HEADLINES = {  # figure name -> (benchmark, path into its JSON)
     "qat_fp_ratio": ("epoch", ("qat_fp_ratio",)),
     "data_share": ("epoch", ("data_share",)),
     "saliency_share": ("epoch", ("saliency_share",)),
     "overhead_s_per_trial": ("orchestration", ("overhead_s_per_trial",)),
+    "overhead_growth": ("scale", ("overhead_growth",)),
+    "export_s_10k": ("scale", ("export_s_10k",)),
     "hypervolume_ratio_vs_random": ("search", ("figures", "hypervolume_ratio_vs_random")),
     "validate_import_torch_ratio": ("cli", ("validate_import_torch_ratio",)),
     "gpu_epoch_s": ("gpu", ("gpu_epoch_s",)),

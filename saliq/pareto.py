@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,20 @@ def parse_objectives(text: str) -> Objectives:
     return objectives
 
 
-def _candidates(records: list[TrialRecord], names: list[str], experiment: str
+def _candidates(records: list[TrialRecord], names: list[str], experiment: str, sweep_id: str
                 ) -> tuple[list[TrialRecord], list[TrialRecord]]:
-    """(finished, those with finite values of every objective); an objective no finished
-    trial reports is a one-line error listing what they do report."""
+    """(finished, those with finite values of every objective); no finished trial, or an
+    objective no finished trial reports, is a one-line error."""
     finished = [r for r in records if r.status == "FINISHED"]
+    if not finished:
+        tally = Counter(r.status.lower() for r in records)
+        seen = ", ".join(f"{n} {status}" for status, n in sorted(tally.items())) or "no trial run"
+        raise SaliqError(f"sweep {sweep_id} of experiment {experiment!r} has no finished trial "
+                         f"({seen}): no frontier to export yet; export it once a trial has "
+                         "finished, or choose another sweep with --sweep-id")
     reported = set().union(*(r.metrics for r in finished))
     unknown = [m for m in names if m not in reported]
-    if finished and unknown:
+    if unknown:
         shown = sorted({re.sub(r"_\d+$", "_<class>", m) for m in reported})
         raise ConfigError(f"objectives: no finished trial of {experiment} reports "
                           f"{', '.join(map(repr, unknown))} (they report: {', '.join(shown)})")
@@ -86,7 +93,7 @@ def export_frontier(client, experiment: str, out: str | Path, *,
     if objectives is None:
         objectives = [tuple(o) for o in json.loads(parent.data.tags[tracking.TAG_OBJECTIVES])]
     names, directions = [m for m, _ in objectives], [d for _, d in objectives]
-    finished, candidates = _candidates(records, names, experiment)
+    finished, candidates = _candidates(records, names, experiment, sweep_id)
     points = [[r.metrics[m] for m in names] for r in candidates]
     front = non_dominated(points, directions)
     # sorted by the first objective, best first

@@ -140,3 +140,19 @@ def test_suite_runs_the_chosen_benchmarks_and_summarises_their_figures(tmp_path)
     if not gpu:
         assert result(tmp_path, "gpu")["skipped"] == "no CUDA device on this machine"
         assert summary["figures"]["gpu"] == "no CUDA device on this machine"
+
+
+def test_scale_benchmark_times_the_frontier_the_runner_and_the_analysis_commands(tmp_path):
+    # its smallest: 1,000 points, one sweep of 4 instant trials, 60 runs behind a real server
+    bench(tmp_path, "scale.py", "--quick", "--sizes", "1000", "--trials", "4", "--runs", "60")
+    data = result(tmp_path, "scale-quick")
+    assert data["finished"]
+    assert set(data["frontier_s"]) == {"2d", "3d", "4d"}
+    assert all(list(by_size) == ["1000"] for by_size in data["frontier_s"].values())
+    assert data["runner"]["trials"] == [4] and data["overhead_growth"] == 1.0
+    assert data["analysis"]["runs"] == [60] and data["export_s_10k"] is None
+    assert 0 < data["analysis"]["frontier_entries"]["60"] <= 60
+    finite_positive(data, "frontier_s")
+    finite_positive(data["frontier"], "speedup")
+    finite_positive(data["runner"], "per_trial_s", "sweep_wall_s")
+    finite_positive(data["analysis"], "export_s", "report_s", "records_s")

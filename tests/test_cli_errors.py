@@ -4,6 +4,7 @@ chosen output directory. A tracking URI's password is never printed."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import string
@@ -342,12 +343,43 @@ def test_database_tracking_uris_are_checked_before_anything_is_written(
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("url, expected", [
+    ("postgresql://optuna@127.0.0.1:9/optuna",
+     "saliq: optuna.storage postgresql://optuna@127.0.0.1:9/optuna is unreachable (connection "
+     "failed: connection to server at \"127.0.0.1\", port 9 failed: Connection refused): start "
+     "the database, or fix optuna.storage"),
+    ("postgresql+pg8000://optuna@127.0.0.1/optuna",
+     "saliq: optuna.storage postgresql+pg8000://optuna@127.0.0.1/optuna: its database driver "
+     "pg8000 is not installed (No module named 'pg8000'): install it (PostgreSQL: pip install "
+     "'psycopg[binary]'), or leave optuna.storage out (a journal file beside the sweep)"),
+    ("sqlite:////nonexistent-folder/study.db",
+     "saliq: optuna.storage sqlite:////nonexistent-folder/study.db: the folder "
+     "/nonexistent-folder does not exist: create it, or fix optuna.storage"),
+])
+def test_the_study_storage_is_checked_before_anything_is_written(url, expected, tmp_path,
+                                                                 capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**VALID_SPEC, "storage": str(tmp_path / "runs"),
+                                    "optuna": {"storage": url}}))
+    for command in (["sweep", "run", str(spec)], ["sweep", "resume", str(spec)]):
+        if command[1] == "resume":  # a sweep whose spec.yaml names that storage
+            (tmp_path / "runs" / "fuzz").mkdir(parents=True)
+            (tmp_path / "runs" / "fuzz" / "spec.yaml").write_text(spec.read_text())
+            (tmp_path / "runs" / "fuzz" / "sweep.json").write_text(json.dumps(
+                {"sweep_id": "fuzz-1", "experiment": "fuzz",
+                 "tracking_uri": f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"}))
+        before = _tree(tmp_path)
+        assert _one_line_error(capsys, main(command)) == expected
+        assert _tree(tmp_path) == before
+    assert not (tmp_path / "runs" / "mlflow.db").exists()
+
+
 def test_a_store_uri_is_opened_with_mlflow_ui_and_a_server_url_directly(tmp_path):
     from saliq.sweep.lifecycle import SweepOutcome
     from saliq.sweep.terminal import describe
 
     def ui_line(uri: str) -> str:
-        outcome = SweepOutcome("s", "s-1", "s", "3", uri, 1, 0, None, 1.0)
+        outcome = SweepOutcome("s", "s-1", "s", "3", uri, "/r/s/optuna.journal", 1, 0, None, 1.0)
         return next(line for line in describe(outcome, tmp_path / "s")
                     if line.startswith("open the MLflow UI"))
 

@@ -65,13 +65,16 @@ def init_ray(address: str | None, dashboard: bool) -> bool:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
-            # A local Ray: no dashboard unless asked for, and then on 127.0.0.1 only. Ray 2.60
-            # has no loopback-only mode for its GCS and raylet ports (it resolves 127.0.0.1 to
-            # the machine's address); they require its auth token, which it enables by default
-            # (and warns about at every start: the README's Security section says it once).
+            # A local Ray of its own ("local": without an address Ray joins the cluster that
+            # another process's `ray start` left on this machine); no dashboard unless asked
+            # for, and then on 127.0.0.1 only. Ray 2.60 has no loopback-only mode for its GCS
+            # and raylet ports (it resolves 127.0.0.1 to the machine's address); they require
+            # its auth token, which it enables by default (and warns about at every start: the
+            # README's Security section says it once).
             logging.getLogger(_RAY_AUTH_LOGGER).setLevel(logging.ERROR)
-            ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1",
-                     log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(address="local", include_dashboard=dashboard,
+                     dashboard_host="127.0.0.1", log_to_driver=False,
+                     logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as e:
         reason = str(e).splitlines()[0]
         if local:

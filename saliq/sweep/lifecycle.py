@@ -5,6 +5,8 @@ Storage layout of a sweep (`<storage>/<name>/`):
     sweep.json   the sweep id, its MLflow experiment and parent run (no secrets)
     spec.yaml    the spec as validated
     tune/        Ray Tune's experiment state and trial checkpoints (what resume reads)
+    optuna.journal  the Optuna study (unless `optuna: {storage: URL}` puts it in a database)
+    progress.log every trial event, one line each (the terminal shows a summary beyond 40)
     frontier.yaml
 beside it `<name>.lock` (held by the sweep's running driver), and, shared by the sweeps of
 one storage: `fp-cache/` (FP references by recipe) and, for the local default store,
@@ -45,7 +47,13 @@ from saliq.sweep.references import (
     submit_references,
 )
 from saliq.sweep.spec import Sweep, load_sweep, parse_sweep
-from saliq.sweep.trainable import SweepContext
+from saliq.sweep.study import (
+    check_study_storage,
+    fail_orphaned_trials,
+    open_study_storage,
+    study_location,
+)
+from saliq.sweep.trainable import QATTrainable, SweepContext
 from saliq.sweep.tuner import make_trainable, make_tuner, saved_trial_ids, tune_environment
 from saliq.tracking import runs
 from saliq.tracking.logger import RunLogger
@@ -76,6 +84,7 @@ class SweepOutcome:
     experiment: str
     experiment_id: str
     tracking_uri: str
+    study: str  # the Optuna study's storage, as optuna-dashboard opens it
     finished: int
     failed: int
     frontier_path: Path | None
@@ -156,11 +165,11 @@ def _close(root: Path, record: dict, track: _Tracking, finish: Finisher | None,
     """After the Tuner: runs whose worker vanished end FAILED, the tally, `finish` (the
     frontier), the parent run FINISHED. (finished, failed, stopped, frontier path)."""
     sweep_id = record["sweep_id"]
-    stale = runs.fail_stale_runs(track.client, track.experiment_id, sweep_id,
+    trial_runs = runs.trial_runs(track.client, track.experiment_id, sweep_id)
+    stale = runs.fail_stale_runs(track.client, trial_runs,
                                  "the trial's worker was lost and no retry was left")
     if stale:
         log.warning("%d trial run(s) ended FAILED: their worker was lost", stale)
-    trial_runs = runs.trial_runs(track.client, track.experiment_id, sweep_id)
     finished = sum(r.info.status == "FINISHED" for r in trial_runs)
     stopped = sum(r.info.status == "KILLED" for r in trial_runs)
     # a trial whose worker failed before it opened its run is in Tune's errors only
@@ -175,7 +184,8 @@ def _close(root: Path, record: dict, track: _Tracking, finish: Finisher | None,
 
 
 def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, address: str | None,
-             dashboard: bool, restore: bool, finish: Finisher | None) -> SweepOutcome:
+             dashboard: bool, restore: bool, finish: Finisher | None,
+             trial_class: type[QATTrainable] = QATTrainable) -> SweepOutcome:
     start = time.monotonic()
     tune_environment()
     cache = root.parent / "fp-cache"
@@ -211,26 +221,31 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
                             "trials, which it samples again", forgotten)
         context = SweepContext(sweep, record["sweep_id"], track.experiment_id,
                                track.parent_run_id, worker_uri)
-        trainable = make_trainable(context, refs, ceilings)
-        results = make_tuner(sweep, root, trainable, restore).fit()
+        trainable = make_trainable(context, refs, ceilings, trial_class)
+        study = open_study_storage(sweep, root)
+        results = make_tuner(sweep, root, trainable, restore, study, record["sweep_id"]).fit()
+        fail_orphaned_trials(study, record["sweep_id"])
         finished, failed, stopped, frontier_path = _close(root, record, track, finish,
                                                           results.num_errors)
         del results
     return SweepOutcome(sweep.name, record["sweep_id"], record["experiment"],
-                        track.experiment_id, tracking_uri, finished, failed, frontier_path,
-                        time.monotonic() - start, stopped)
+                        track.experiment_id, tracking_uri, study_location(sweep, root), finished,
+                        failed, frontier_path, time.monotonic() - start, stopped)
 
 
 def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | None = None,
               storage: str | None = None, restart: bool = False, dashboard: bool = False,
-              finish: Finisher | None = None) -> SweepOutcome:
+              finish: Finisher | None = None,
+              trial_class: type[QATTrainable] = QATTrainable) -> SweepOutcome:
     """Start `sweep`: everything is validated and reachable before anything is written;
-    `finish` runs last (e.g. `saliq.pareto.finish_sweep`: the frontier file)."""
+    `finish` runs last (e.g. `saliq.pareto.finish_sweep`: the frontier file). `trial_class`
+    runs each trial (a subclass times the sweep without QAT: bench/scale.py)."""
     root = sweep_dir(storage or sweep.spec.storage, sweep.name)
     uri = resolve_tracking_uri(tracking_uri, sweep.spec.mlflow.tracking_uri, root.parent)
     new_storage = not root.parent.exists()
     new_store = is_sqlite(uri) and not sqlite_path(uri).exists()
     check_ray_side(sweep, address)
+    check_study_storage(sweep)
     check_reachable(uri)
     with driver_lock(root):
         if (root / "sweep.json").exists():
@@ -240,7 +255,7 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | N
                                   "--restart")
             shutil.rmtree(root)
         try:
-            return _start(sweep, root, uri, address, dashboard, finish)
+            return _start(sweep, root, uri, address, dashboard, finish, trial_class)
         except ResourcesUnavailable:
             # found before any trial ran: the sweep never started, and leaves nothing behind
             shutil.rmtree(root.parent if new_storage else root)
@@ -250,7 +265,7 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | N
 
 
 def _start(sweep: Sweep, root: Path, uri: str, address: str | None, dashboard: bool,
-           finish: Finisher | None) -> SweepOutcome:
+           finish: Finisher | None, trial_class: type[QATTrainable]) -> SweepOutcome:
     """A new sweep's folder and record, then its run."""
     root.mkdir(parents=True, exist_ok=True)
     write_atomic(root / "spec.yaml", yaml.safe_dump(sweep.as_written(), sort_keys=False))
@@ -264,7 +279,7 @@ def _start(sweep: Sweep, root: Path, uri: str, address: str | None, dashboard: b
     }
     write_atomic(root / "sweep.json", json.dumps(record, indent=2))
     return _execute(sweep, root, record, uri, address=address, dashboard=dashboard,
-                    restore=False, finish=finish)
+                    restore=False, finish=finish, trial_class=trial_class)
 
 
 def resolve_sweep_dir(target: str, storage: str | None) -> Path:
@@ -295,6 +310,7 @@ def resume_sweep(target: str, *, address: str | None = None, tracking_uri: str |
                           "USERNAME / MLFLOW_TRACKING_PASSWORD)")
     uri = resolve_tracking_uri(tracking_uri or record["tracking_uri"], None, root.parent)
     check_reachable(uri)
+    check_study_storage(sweep)
     check_ray_side(sweep, address)
     with driver_lock(root):
         # no Tune state (killed before Tune wrote its first): nothing ran, trials start afresh

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -330,6 +331,33 @@ class MlflowSpec(_Spec):
         return None if value is None else _name(value)
 
 
+# SQLAlchemy's database URLs that Optuna's RDBStorage takes ("dialect" or "dialect+driver")
+STUDY_SCHEMES = re.compile(r"^(sqlite|postgresql|mysql|mariadb|oracle|mssql)(\+\w+)?$")
+
+
+class OptunaSpec(_Spec):
+    """Where the sweep's Optuna study lives: a database URL (PostgreSQL on a cluster), or
+    null for a journal file beside the sweep."""
+
+    storage: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
+
+    @field_validator("storage")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urllib.parse.urlsplit(value)
+        if not STUDY_SCHEMES.match(parts.scheme):
+            raise ValueError(f"{value!r} is not a database URL: use postgresql://USER@HOST/DB, "
+                             "sqlite:////PATH/study.db (or leave storage out: a journal file "
+                             "beside the sweep)")
+        if parts.password is not None:
+            raise ValueError("the URL holds a password, which would be stored with the spec "
+                             "and logged to MLflow: leave it out and give it to the driver "
+                             "(PGPASSWORD or ~/.pgpass for PostgreSQL)")
+        return value
+
+
 class SweepSpec(_Spec):
     name: str
     trial: dict[str, Any] = {}
@@ -341,6 +369,7 @@ class SweepSpec(_Spec):
     resources: ResourcesSpec = ResourcesSpec()
     storage: Annotated[str, Field(min_length=1, max_length=4096)] = "./saliq-runs"
     mlflow: MlflowSpec = MlflowSpec()
+    optuna: OptunaSpec = OptunaSpec()
     enqueue: list[dict[str, Any]] = []
 
     @field_validator("name")

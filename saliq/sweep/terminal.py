@@ -1,5 +1,5 @@
 """What a finished sweep says in the terminal: its tally, where its frontier is, how to open
-its runs in the MLflow UI and how to export the frontier."""
+its runs in the MLflow UI, how to export the frontier and how to open its Optuna study."""
 
 from __future__ import annotations
 
@@ -32,4 +32,6 @@ def describe(outcome: SweepOutcome, root: Path) -> list[str]:
     elif root.parent != Path("saliq-runs").resolve():
         export += f" --storage {root.parent}"
     lines.append(f"export the frontier: {export} --out frontier.yaml")
+    lines.append(f"open the Optuna study: optuna-dashboard {outcome.study}   (pip install "
+                 "optuna-dashboard; it serves http://127.0.0.1:8080/)")
     return lines

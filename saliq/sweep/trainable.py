@@ -18,6 +18,7 @@ import logging
 import math
 import shutil
 import tempfile
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from saliq.controls import Controls, untrained_ceiling
 from saliq.dotted import flatten
 from saliq.errors import TrialDiverged
 from saliq.reference import FPReference
+from saliq.sweep.checkpoints import CHECKPOINT_FILE
 from saliq.sweep.spec import Sweep
 from saliq.tracking import runs
 from saliq.tracking.logger import RunLogger
@@ -41,7 +43,6 @@ from saliq.trial import Epoch, TrialResult, iter_trial
 __all__ = ["QATTrainable", "SweepContext", "trial_params"]
 
 log = logging.getLogger("saliq")
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass(frozen=True)
@@ -166,11 +167,15 @@ class QATTrainable(tune.Trainable):
                                             step=int(metrics["epoch"]))
                     self.logged.add(int(metrics["epoch"]))
         self.outputs = tempfile.mkdtemp(prefix="saliq-trial-")
-        fp_reference = self.references[self.trial_config.fp_key()]
-        self.steps = iter_trial(self.trial_config, out_dir=self.outputs,
-                                checkpoint=self.restored, fp_reference=fp_reference,
-                                controls=self._controls(fp_reference))
+        self.steps = self._epochs(self.references[self.trial_config.fp_key()])
         return None
+
+    def _epochs(self, fp_reference: FPReference) -> Generator[Epoch, None, TrialResult]:
+        """The trial's QAT epochs, one per `next()`, and its result at the end (`iter_trial`,
+        writing its files into `self.outputs`); bench/scale.py puts instant epochs here to
+        time everything else a sweep does per trial."""
+        return iter_trial(self.trial_config, out_dir=self.outputs, checkpoint=self.restored,
+                          fp_reference=fp_reference, controls=self._controls(fp_reference))
 
     def _controls(self, fp_reference: FPReference) -> Controls | None:
         """The trial's controls, trained by the driver once per recipe (the ceiling of its

@@ -1,5 +1,6 @@
-"""The sweep's Ray Tune `Tuner`: OptunaSearch over the spec's space, its objectives, retries,
-an optional ASHA scheduler, and the trainable bound to the sweep's context."""
+"""The sweep's Ray Tune `Tuner`: OptunaSearch over the spec's space in the sweep's study, its
+objectives, retries, an optional ASHA scheduler, and the trainable bound to the sweep's
+context."""
 
 from __future__ import annotations
 
@@ -13,22 +14,23 @@ from ray.tune import ExperimentAnalysis
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from saliq.sweep.progress import Progress
+from saliq.sweep.checkpoints import FinishedCheckpoints
+from saliq.sweep.progress import LOG_FILE, Progress
 from saliq.sweep.space import distributions, make_sampler
 from saliq.sweep.spec import Sweep
+from saliq.sweep.study import is_new_study
 from saliq.sweep.trainable import QATTrainable, SweepContext
 
 __all__ = ["TUNE_ENVIRONMENT", "make_trainable", "make_tuner", "saved_trial_ids",
            "tune_environment"]
 
-# Read by Tune in the driver. Tune saves its experiment state at most every
-# TUNE_GLOBAL_CHECKPOINT_S seconds (10 by default): a trial started and opened in MLflow after
-# the last save is unknown to a resumed sweep, which deletes its run and samples it again;
-# 2 s keeps that window short. Per-epoch checkpoints of short trials trip Tune's
-# "snapshotting too often" warning; the snapshots are what makes a killed driver resumable,
-# so they stay and the warning goes. RAY_AIR_NEW_OUTPUT=0: saliq prints its own progress.
-TUNE_ENVIRONMENT = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0",
-                    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+# Read by Tune in the driver. RAY_AIR_NEW_OUTPUT=0: saliq prints its own progress. Tune saves
+# its experiment state (every trial, what a resume reads) every TUNE_GLOBAL_CHECKPOINT_S
+# seconds; its default, "auto", saves every 10 s, or less often once saving takes longer than
+# 5 % of that: a fixed period of 2 s spent half the driver's time saving a 5,000-trial state
+# (bench/scale.py). A trial started in MLflow after the last save is unknown to a resumed
+# sweep, which deletes its run and samples it again.
+TUNE_ENVIRONMENT = {"RAY_AIR_NEW_OUTPUT": "0"}
 
 
 def tune_environment() -> None:
@@ -40,8 +42,10 @@ def tune_environment() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def make_tuner(sweep: Sweep, root: Path, trainable, restore: bool) -> tune.Tuner:
-    """A new Tuner for `sweep` under `root/tune`, or the one saved there (`restore`)."""
+def make_tuner(sweep: Sweep, root: Path, trainable, restore: bool,
+               storage: optuna.storages.BaseStorage, study_name: str) -> tune.Tuner:
+    """A new Tuner for `sweep` under `root/tune` searching the study `study_name` in
+    `storage`, or the one saved there (`restore`: its search continues the same study)."""
     spec = sweep.spec
     objectives = spec.objective.directions()
     if spec.objective.weighted is not None:
@@ -51,16 +55,17 @@ def make_tuner(sweep: Sweep, root: Path, trainable, restore: bool) -> tune.Tuner
     run_config = tune.RunConfig(
         name="tune", storage_path=str(root), verbose=0,
         failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_at_end=False),
-        callbacks=[Progress(sweep)],
+        # every checkpoint kept, those of finished trials deleted (saliq.sweep.checkpoints)
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None, checkpoint_at_end=False),
+        callbacks=[Progress(sweep, log_path=root / LOG_FILE), FinishedCheckpoints()],
     )
     if restore:
         return tune.Tuner.restore(str(root / "tune"), trainable, resume_unfinished=True,
                                   resume_errored=True)
+    enqueue = sweep.enqueued_points() if is_new_study(storage, study_name) else []
     search = OptunaSearch(
         distributions(sweep), metric=metric, mode=mode, sampler=make_sampler(sweep),
-        study_name=f"saliq-{spec.name}",  # OptunaSearch would call every study "optuna"
-        points_to_evaluate=sweep.enqueued_points() or None,
+        storage=storage, study_name=study_name, points_to_evaluate=enqueue or None,
     )
     scheduler = None
     if spec.scheduler is not None:
@@ -81,14 +86,15 @@ def saved_trial_ids(tune_dir: Path) -> set[str]:
     return {trial.trial_id for trial in ExperimentAnalysis(str(tune_dir)).trials}
 
 
-def make_trainable(context: SweepContext, refs: dict, ceilings: dict):
-    """`QATTrainable` bound to the sweep's context, FP references and ceiling controls, with
+def make_trainable(context: SweepContext, refs: dict, ceilings: dict,
+                   trial_class: type[QATTrainable] = QATTrainable):
+    """`trial_class` bound to the sweep's context, FP references and ceiling controls, with
     its resources."""
     res = context.sweep.spec.resources
-    bound = tune.with_parameters(QATTrainable, context=context, references=refs,
+    bound = tune.with_parameters(trial_class, context=context, references=refs,
                                  ceilings=ceilings)
     trainable = tune.with_resources(bound, {"cpu": res.cpu, "gpu": res.gpu})
     # Ray titles a trial's worker process `ray::<class>.<method>`: saliq's name, not Tune's
     # wrapper's (`ray::QATTrainable.train` in ps and the dashboard)
-    trainable.__qualname__ = QATTrainable.__qualname__
+    trainable.__qualname__ = trial_class.__qualname__
     return trainable

@@ -1,6 +1,10 @@
 """Experiments and runs: a sweep's experiment, its parent run and one child run per trial,
 each found by its tags before it is created (never two), and the trials read back as
-records for analysis."""
+records for analysis.
+
+Every read is a search paged to its end: a sweep of 10,000 trials is 10 requests of
+`PAGE_SIZE` runs, and a record is decoded from its search result alone (no request per run).
+"""
 
 from __future__ import annotations
 
@@ -55,10 +59,24 @@ def _filter(tags: dict[str, str]) -> str:
     return " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
 
 
+# Runs per search request. MLflow's search has no field selection: each run comes with all
+# its tags, params and latest metrics (about 13 KB of JSON for a saliq trial).
+PAGE_SIZE = 1000
+
+
 def _search(client, experiment_id: str, tags: dict[str, str]) -> list:
-    runs = retrying(lambda: client.search_runs([experiment_id], _filter(tags), max_results=1000),
-                    "search runs")
-    return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+    """Every active run tagged `tags`, oldest first. Pages follow the start time upwards, so
+    runs created while it reads land on later pages instead of shifting the ones not read."""
+    found, token = {}, None
+    while True:
+        page = retrying(lambda t=token: client.search_runs(
+            [experiment_id], _filter(tags), max_results=PAGE_SIZE,
+            order_by=["attributes.start_time ASC"], page_token=t), "search runs")
+        for run in page:
+            found.setdefault(run.info.run_id, run)
+        token = page.token
+        if not token:
+            return sorted(found.values(), key=lambda r: (r.info.start_time, r.info.run_id))
 
 
 def _keep_oldest(client, runs: list):
@@ -100,9 +118,10 @@ def delete_unknown_trial_runs(client, experiment_id: str, sweep_id: str,
     return len(unknown)
 
 
-def fail_stale_runs(client, experiment_id: str, sweep_id: str, reason: str) -> int:
-    """End the sweep's child runs still RUNNING (their worker died and no retry is left)."""
-    stale = [r for r in trial_runs(client, experiment_id, sweep_id) if r.info.status == "RUNNING"]
+def fail_stale_runs(client, runs: list, reason: str) -> int:
+    """End the runs (a sweep's trial runs, read once the sweep is over) still RUNNING: their
+    worker died and no retry is left."""
+    stale = [r for r in runs if r.info.status == "RUNNING"]
     for run in stale:
         logger = RunLogger(client, run.info.run_id)
         logger.set_tag(TAG_REASON, reason)

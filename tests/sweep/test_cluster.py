@@ -9,7 +9,18 @@ import urllib.request
 
 import pytest
 import yaml
-from servers import MlflowServer, libpq_uri, postgres_server, ray_cluster, runs_of, saliq, steps
+from servers import (
+    MlflowServer,
+    create_database,
+    libpq_uri,
+    postgres_server,
+    ray_cluster,
+    runs_of,
+    saliq,
+    steps,
+)
+
+from saliq.sweep.study import JOURNAL
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +47,12 @@ def stack(tmp_path_factory):
     driver = root / "driver"  # the driver's working directory
     driver.mkdir()
     spec = driver / "cluster.yaml"
-    spec.write_text(yaml.safe_dump({**SPEC, "storage": str(driver / "runs")}))
     env = {"SALIQ_CACHE_DIR": str(root / "cache")}
     with postgres_server(root) as postgres:
+        # the Optuna study in a database of the same server, as on a cluster
+        study = create_database(postgres, "optuna")
+        spec.write_text(yaml.safe_dump({**SPEC, "storage": str(driver / "runs"),
+                                        "optuna": {"storage": study}}))
         server = MlflowServer(root / "mlflow", backend_uri=postgres).start()
         try:
             # one CPU per node and two trials at once: the trials run on both nodes
@@ -46,8 +60,8 @@ def stack(tmp_path_factory):
                 done = saliq("sweep", "run", str(spec), "--address", cluster.address,
                              "--tracking-uri", server.url, env=env, cwd=driver, timeout=600)
             assert done.returncode == 0, done.stderr[-3000:]
-            yield {"server": server, "postgres": postgres, "root": root, "driver": driver,
-                   "run": done}
+            yield {"server": server, "postgres": postgres, "study": study, "root": root,
+                   "driver": driver, "run": done}
         finally:
             server.stop()
 
@@ -75,6 +89,20 @@ def test_postgres_holds_the_parent_and_every_trial_once(stack):
     connection.close()
     assert "1 running" in stack["run"].stderr  # two trials at once: one on each node
     assert f"{TRIALS}/{TRIALS} done" in stack["run"].stderr
+
+
+def test_the_optuna_study_in_postgres_holds_every_trial_with_its_values(stack):
+    import optuna
+
+    children = runs_of(stack["server"].client(), "cluster")
+    sweep_id = children[0].data.tags["saliq.sweep_id"]
+    study = optuna.load_study(study_name=sweep_id, storage=stack["study"])
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * TRIALS
+    assert sorted(t.values for t in trials) == sorted(
+        [r.data.metrics["accuracy"], r.data.metrics["fidelity"]] for r in children)
+    assert f"optuna-dashboard {stack['study']}" in stack["run"].stdout
+    assert not (stack["driver"] / "runs" / "cluster" / JOURNAL).exists()
 
 
 def test_artifacts_go_through_the_tracking_server(stack, tmp_path):

@@ -152,3 +152,24 @@ def test_objectives_that_need_controls_need_them_on():
                                           r"trial.controls.ceiling: true"):
         sweep(trial={**BASE["trial"], "controls": {"ceiling": False}},
               objective={"pareto": {"accuracy_drop": "min"}})
+
+
+@pytest.mark.parametrize("optuna, message", [
+    ({"storge": "sqlite:///s.db"}, "sweep.optuna.storge: unknown key"),
+    ({"storage": "redis://127.0.0.1/0"}, "sweep.optuna.storage: 'redis://127.0.0.1/0' is not a "
+                                         "database URL: use postgresql://USER@HOST/DB"),
+    ({"storage": "/data/study.db"}, "sweep.optuna.storage: '/data/study.db' is not a database URL"),
+    ({"storage": "postgresql://optuna:s3cr3t@db/optuna"},
+     "sweep.optuna.storage: the URL holds a password, which would be stored with the spec"),
+])
+def test_the_study_storage_is_a_database_url_without_a_password(optuna, message):
+    with pytest.raises(ConfigError) as err:
+        sweep(optuna=optuna)
+    assert str(err.value).startswith(message), str(err.value)
+    assert "s3cr3t" not in str(err.value)
+
+
+def test_the_study_storage_defaults_to_a_journal_beside_the_sweep():
+    assert sweep().spec.optuna.storage is None
+    url = "postgresql+psycopg://optuna@db.cluster:5432/optuna"
+    assert sweep(optuna={"storage": url}).spec.optuna.storage == url

@@ -1,16 +1,22 @@
 """A real sweep through the CLI: a real MLflow tracking server on 127.0.0.1, a real Ray cluster,
-then the frontier export, an entry re-run, and the MLflow UI in headless Chromium."""
+then the frontier export, an entry re-run, the MLflow UI in headless Chromium and the Optuna
+study in optuna-dashboard."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import urllib.request
 
 import pytest
 import yaml
-from servers import chromium, mlflow_server, ray_cluster, saliq
+from servers import VENV_BIN, chromium, free_port, mlflow_server, ray_cluster, saliq, wait_http
 
 from saliq.frontier import dominates
+from saliq.sweep.study import JOURNAL
 
 pytestmark = pytest.mark.slow
 
@@ -136,3 +142,33 @@ def test_mlflow_ui_shows_the_saliency_grid_in_the_model_training_view(sweep, tmp
     assert 'alt="saliency_grid.png"' in dom  # the artifact viewer shows the image
     assert "Model training" in dom and "Evaluations" not in dom
     assert (tmp_path / "ui.png").stat().st_size > 10_000
+
+
+def test_optuna_dashboard_shows_the_study_with_every_trial_and_its_values(sweep, tmp_path):
+    # the study's journal beside the sweep, opened as the README and the terminal say
+    journal = sweep["root"] / "runs" / "e2e" / JOURNAL
+    assert f"optuna-dashboard {journal}" in sweep["run"].stdout
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "dashboard.log", "wb")
+    dashboard = subprocess.Popen([str(VENV_BIN / "optuna-dashboard"), str(journal), "--host",
+                                  "127.0.0.1", "--port", str(port)], stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(url + "/api/studies", timeout=60)
+        with urllib.request.urlopen(url + "/api/studies") as answer:
+            studies = json.load(answer)["study_summaries"]
+        children = _runs(sweep["server"].client(), "trial")
+        assert [s["study_name"] for s in studies] == [children[0].data.tags["saliq.sweep_id"]]
+        assert studies[0]["directions"] == ["maximize", "maximize", "minimize"]
+        with urllib.request.urlopen(f"{url}/api/studies/{studies[0]['study_id']}") as answer:
+            trials = json.load(answer)["trials"]
+    finally:
+        os.killpg(dashboard.pid, signal.SIGTERM)
+        dashboard.wait(timeout=30)
+        log.close()
+    assert [t["state"] for t in trials] == ["Complete"] * TRIALS
+    shown = sorted(t["values"] for t in trials)
+    logged = sorted([r.data.metrics[m] for m in ("accuracy", "fidelity", "model_bits")]
+                    for r in children)
+    assert shown == logged

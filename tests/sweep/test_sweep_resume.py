@@ -4,14 +4,20 @@ by the driver and the local SQLite store served by the sweep's private MLflow se
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import time
 
+import optuna
 import pytest
 import yaml
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 from servers import SALIQ, saliq
+
+from saliq.sweep.study import JOURNAL
 
 pytestmark = pytest.mark.slow
 
@@ -86,6 +92,18 @@ def test_killed_driver_then_resume_runs_each_trial_once(tmp_path):
     for run in trials:  # each epoch logged once, even for the trial cut short by the crash
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")]
         assert sorted(steps) == [1, 2, 3, 4]
+
+    # the Optuna study beside the sweep: the crashed driver's study, continued by the resume,
+    # holding every trial with the objective MLflow shows; the trial the crash orphaned FAILED
+    study = optuna.load_study(study_name=trials[0].data.tags["saliq.sweep_id"],
+                              storage=optuna.storages.JournalStorage(
+                                  JournalFileBackend(str(storage / "resumable" / JOURNAL))))
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == TRIALS
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    logged = {r.data.tags["saliq.sampled"]: r.data.metrics["objective"] for r in trials}
+    told = {json.dumps(t.params, sort_keys=True): t.value for t in complete}
+    assert told == pytest.approx(logged, rel=1e-12)
 
     again = saliq("sweep", "run", str(spec), env=env, cwd=tmp_path)
     assert again.returncode == 2
