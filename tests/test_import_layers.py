@@ -24,7 +24,8 @@ LAYERS = {
               "saliq.controls",
               "saliq.setup", "saliq.trial"],
     "sweep": ["saliq.sweep", "saliq.tracking", "saliq.watchdog"],
-    "analysis": ["saliq.frontier_file", "saliq.plots", "saliq.pareto", "saliq.report",
+    "analysis": ["saliq.frontier_file", "saliq.plots", "saliq.views", "saliq.lowest_bits",
+                 "saliq.pareto", "saliq.report",
                  "saliq.sanity", "saliq.sensitivity"],
     "interface": ["saliq.cli"],
 }
