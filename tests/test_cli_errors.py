@@ -182,6 +182,11 @@ def test_spec_errors_name_the_field(spec_change, expected, tmp_path, capsys):
     (["sweep", "resume", "nothing-here"], "no sweep 'nothing-here'"),
     (["pareto", "export", "--experiment", "x", "--out", "f.yaml", "--objectives", "acc"],
      "METRIC:max"),
+    (["pareto", "export", "--experiment", "x", "--out", "f.yaml", "--tolerance", "-0.5"],
+     "--tolerance -0.5: give a number >= 0 (0.01 = 1 point of accuracy or of retained "
+     "fidelity)"),
+    (["pareto", "export", "--experiment", "x", "--out", "f.yaml", "--tolerance", "nan"],
+     "--tolerance nan: give a number >= 0"),
     (["sensitivity", "--config", "missing.yaml", "--out", "o"], "no such file"),
     (["bogus"], "invalid choice"),
 ])
