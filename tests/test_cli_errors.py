@@ -363,6 +363,16 @@ def test_a_store_uri_is_opened_with_mlflow_ui_and_a_server_url_directly(tmp_path
     assert ui_line("http://u:pw@mlflow:5000/") == f"open the MLflow UI:  http://u:***@mlflow:5000/{page}"
 
 
+def test_a_sweep_no_trial_finished_says_why_there_is_no_frontier_and_no_view(tmp_path):
+    from saliq.sweep.lifecycle import SweepOutcome
+    from saliq.sweep.terminal import describe
+
+    outcome = SweepOutcome("s", "s-1", "s", "3", "sqlite:///x.db", 0, 4, None, 1.0)
+    assert describe(outcome, tmp_path / "s")[1] == (
+        "no Pareto frontier and no analysis views: no trial finished (each run says why in its "
+        "saliq.failure_reason tag)")
+
+
 def test_a_sweep_has_one_driver_at_a_time(tmp_path, capsys, monkeypatch):
     # a second driver (a resume of a sweep that still runs, or a --restart of it) would
     # sample and log its trials twice; a driver killed by SIGKILL blocks nothing
