@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine, write_result  # noqa: E402
 
 BENCHMARKS = ("epoch", "compile", "compiles", "orchestration", "scale", "search", "cli", "probe",
+              "picture",
               "gpu")
 HEADLINES = {  # figure name -> (benchmark, path into its JSON)
     "qat_fp_ratio": ("epoch", ("qat_fp_ratio",)),
@@ -29,6 +30,7 @@ HEADLINES = {  # figure name -> (benchmark, path into its JSON)
     "export_s_10k": ("scale", ("export_s_10k",)),
     "hypervolume_ratio_vs_random": ("search", ("figures", "hypervolume_ratio_vs_random")),
     "validate_import_torch_ratio": ("cli", ("validate_import_torch_ratio",)),
+    "picture_share": ("picture", ("picture_share",)),
     "gpu_epoch_s": ("gpu", ("gpu_epoch_s",)),
     "packing_speedup": ("gpu", ("packing_speedup",)),
 }

@@ -149,9 +149,13 @@ def _analysis_client(args: argparse.Namespace):
 def cmd_pareto_export(args: argparse.Namespace) -> int:
     from saliq.config import load_yaml
     from saliq.frontier_file import frontier_table
+    from saliq.lowest_bits import lowest_bits_lines
     from saliq.pareto import export_frontier, parse_objectives
 
     objectives = parse_objectives(args.objectives) if args.objectives else None
+    if not args.tolerance >= 0:  # NaN too
+        raise ConfigError(f"--tolerance {args.tolerance}: give a number >= 0 (0.01 = 1 point "
+                          "of accuracy or of retained fidelity)")
     out = Path(args.out)
     if out.is_dir():
         raise ConfigError(f"--out {args.out}: is a directory; give a file such as frontier.yaml")
@@ -159,7 +163,7 @@ def cmd_pareto_export(args: argparse.Namespace) -> int:
     path = export_frontier(client, args.experiment, out, objectives=objectives,
                            sweep_id=args.sweep_id, log_to_parent=not args.no_log)
     frontier = load_yaml(path)
-    for line in frontier_table(frontier):
+    for line in [*frontier_table(frontier), "", *lowest_bits_lines(frontier, args.tolerance)]:
         print(line)
     log.info("frontier of %d trial(s) written to %s; re-run an entry with "
              "`saliq trial --config %s --entry N`", len(frontier["entries"]), path, path)
@@ -281,10 +285,14 @@ def _sweep_commands(sub) -> None:
         q.add_argument("--storage", help="where the local store lives (default: saliq-runs)")
         q.add_argument("--no-log", action="store_true", help=f"do not log {logged} to MLflow")
 
-    q = verbs.add_parser("export", help="write the frontier file and log the Pareto plot")
-    analysis_options(q, "frontier file to write (YAML)", "the plot")
+    q = verbs.add_parser("export", help="write the frontier file and log it with the views")
+    analysis_options(q, "frontier file to write (YAML)", "the frontier and the views")
     q.add_argument("--objectives", help="e.g. accuracy:max,model_bits:min (default: the "
                                         "sweep's own)")
+    q.add_argument("--tolerance", type=float, default=0.01,
+                   help="the per-layer lowest bits printed count the frontier entries at most "
+                        "this far below the best accuracy and retained fidelity (default "
+                        "%(default)s: 1 point)")
     q.set_defaults(func=cmd_pareto_export)
 
     p = sub.add_parser("report", help="Table II, Figure 1 and per-class accuracy of a sweep")

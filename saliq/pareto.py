@@ -18,11 +18,11 @@ from saliq.config import stored_plan_label
 from saliq.errors import ConfigError, SaliqError
 from saliq.frontier import DIRECTIONS, hypervolume, non_dominated, reference_point
 from saliq.frontier_file import write_frontier
-from saliq.plots import pareto_plot
 from saliq.tracking.logger import RunLogger
 from saliq.tracking.runs import TrialRecord, sweep_records
+from saliq.views.writer import ANALYSIS, refresh_views
 
-__all__ = ["export_frontier", "finish_sweep", "parse_objectives"]
+__all__ = ["export_frontier", "finish_sweep", "parse_objectives", "sweep_objectives"]
 
 Objectives = list[tuple[str, str]]
 
@@ -79,19 +79,26 @@ def _entry(n: int, record: TrialRecord, names: list[str]) -> dict[str, Any]:
     }
 
 
+def sweep_objectives(parent) -> Objectives:
+    """The objectives a sweep's parent run names (its spec's)."""
+    return [tuple(o) for o in json.loads(parent.data.tags[tracking.TAG_OBJECTIVES])]
+
+
 def export_frontier(client, experiment: str, out: str | Path, *,
                     objectives: Objectives | None = None, sweep_id: str | None = None,
-                    log_to_parent: bool = True) -> Path:
+                    log_to_parent: bool = True, store_uri: str | None = None) -> Path:
     """Read a sweep's finished trial runs from MLflow, write the frontier file to `out`, and
-    (optionally) log it with a Pareto plot (PNG and interactive HTML) on the sweep's parent run.
+    (optionally) log it on the sweep's parent run with the views (`saliq.views`: the Pareto
+    plot and `analysis/*`, written beside it in `analysis/`).
 
     The sweep is `sweep_id`, or the latest sweep of the experiment; the objectives are the
-    sweep's own unless given.
+    sweep's own unless given. The views link to the runs in the UI of `store_uri` (default:
+    the client's tracking URI); they never fail the export.
     """
     parent, records = sweep_records(client, experiment, sweep_id)
     sweep_id = parent.data.tags[tracking.TAG_SWEEP]
     if objectives is None:
-        objectives = [tuple(o) for o in json.loads(parent.data.tags[tracking.TAG_OBJECTIVES])]
+        objectives = sweep_objectives(parent)
     names, directions = [m for m, _ in objectives], [d for _, d in objectives]
     finished, candidates = _candidates(records, names, experiment, sweep_id)
     points = [[r.metrics[m] for m in names] for r in candidates]
@@ -112,17 +119,17 @@ def export_frontier(client, experiment: str, out: str | Path, *,
     }
     path = write_frontier(out, frontier)
     if log_to_parent:
-        folder = Path(path).parent
-        labels = [f"{r.trial_id} {stored_plan_label(r.config)}" for r in candidates]
-        png, html = pareto_plot(points, front, objectives, labels, folder / "pareto.png",
-                                folder / "pareto.html", title=f"{experiment}: {sweep_id}")
-        logger = RunLogger(client, parent.info.run_id)
-        for artifact in (path, png, html):
-            logger.log_artifact(artifact, "pareto")
+        RunLogger(client, parent.info.run_id).log_artifact(path, "pareto")
+        refresh_views(client, parent, records, objectives, Path(path).parent / ANALYSIS,
+                      title=f"{experiment}: {sweep_id}",
+                      store_uri=store_uri or client.tracking_uri)
     return path
 
 
 def finish_sweep(client, experiment: str, sweep_id: str, sweep_dir: Path) -> Path:
     """What a sweep does once its trials are done: `<sweep_dir>/frontier.yaml`, logged with
-    the Pareto plot on its parent run."""
-    return export_frontier(client, experiment, sweep_dir / "frontier.yaml", sweep_id=sweep_id)
+    the views on its parent run (their run links into the UI of the sweep's store, not of the
+    private server the client reaches it through)."""
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    return export_frontier(client, experiment, sweep_dir / "frontier.yaml", sweep_id=sweep_id,
+                           store_uri=record["tracking_uri"])

@@ -8,7 +8,8 @@
   floor and the ceiling themselves (one per ceiling recipe: configurations whose QAT settings
   differ, e.g. distillation, are read against ceilings of their own).
 - Figure 1: saliency maps per configuration (rows) and probe image (columns).
-- per-class accuracy bars (disparate impact), and a JSON summary of every number.
+- per-class accuracy bars (disparate impact), and a JSON summary of every number;
+- the views of `saliq.views` (the Pareto plot and `analysis/*`), beside them.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
+from saliq import tracking
 from saliq.config import parse_trial_config, stored_plan_label
 from saliq.data import DATASETS
 from saliq.errors import ConfigError
+from saliq.pareto import sweep_objectives
 from saliq.plots import class_accuracy_bars, figure1
 from saliq.saliency import FIDELITY_METRICS
 from saliq.tracking.logger import RunLogger
 from saliq.tracking.runs import TrialRecord, sweep_records
+from saliq.views.writer import refresh_views
 
 __all__ = ["configuration_label", "table2", "write_report"]
 
@@ -330,4 +334,10 @@ def write_report(client, experiment: str, out: str | Path, *, sweep_id: str | No
         logger = RunLogger(client, parent.info.run_id)
         for path in files.values():
             logger.log_artifact(path, "report")
+    sweep_id = parent.data.tags[tracking.TAG_SWEEP]
+    views = refresh_views(client, parent, records, sweep_objectives(parent), out,
+                          title=f"{experiment}: {sweep_id}", store_uri=client.tracking_uri,
+                          log_to_parent=log_to_parent)
+    files.update({f"{name}.{kind}": path for name, pair in views.items()
+                  for kind, path in zip(("html", "png"), pair, strict=True)})
     return files

@@ -37,7 +37,7 @@ from saliq.quant.api import pact_modules
 from saliq.quant.plan import FULL_PRECISION
 from saliq.saliency.faithfulness import deletion_auc
 from saliq.saliency.intervals import readable_fidelity
-from saliq.saliency.pictures import save_grid
+from saliq.saliency.pictures import mosaic, save_grid
 from saliq.saliency.similarity import fidelity, per_image, spearman
 from saliq.setup import TrialSetup, prepare
 from saliq.training import predict
@@ -56,11 +56,16 @@ checkpoint=...)` continues from exactly."""
 class Epoch:
     """One finished QAT epoch, as `iter_trial` yields it. `state()` is the checkpoint dict
     that `checkpoint=` continues from; it reads the live model, so take it before the next
-    `next()` (`snapshot()` copies it for a caller that keeps it longer)."""
+    `next()` (`snapshot()` copies it for a caller that keeps it longer). `picture()` is this
+    epoch's saliency mosaic (rows: inputs, FP maps, quantized maps: `saliency.pictures.mosaic`),
+    drawn only when asked for, at any time; `start()` the same before QAT (the FP weights
+    quantized: epoch 0), None for a trial continued from a checkpoint."""
 
     epoch: int
     metrics: dict[str, float]
     state: Callable[[], dict]
+    picture: Callable[[], np.ndarray]
+    start: Callable[[], np.ndarray] | None = None
 
     def snapshot(self) -> dict:
         # state_dict() tensors alias the live parameters and optimiser state, which the next
@@ -126,6 +131,11 @@ def iter_trial(
     t = time.perf_counter()
     qat = QAT(config, setup.model, setup.data, checkpoint, teacher=setup.fp_model)
     history = list(checkpoint["history"]) if checkpoint else []
+    picture = functools.partial(mosaic, setup.data.denormalise(setup.data.probe_x),
+                                setup.fp_maps)
+    # the maps QAT starts from, taken now (training changes the model in place): one
+    # attribution of the probe set per trial
+    start = None if checkpoint else functools.partial(picture, setup.maps(qat.model))
     evaluated = None
     for epoch in range((checkpoint or {}).get("epoch", 0), config.qat.epochs):
         started = time.perf_counter()
@@ -135,8 +145,9 @@ def iter_trial(
                         "epoch_seconds": time.perf_counter() - started})
         log.info("qat epoch %d/%d: loss %.4f, accuracy %.4f, fidelity %.4f", epoch + 1,
                  config.qat.epochs, loss, history[-1]["accuracy"], history[-1]["fidelity"])
-        yield Epoch(epoch + 1, history[-1], functools.partial(
-            _checkpoint, qat, epoch + 1, list(history), config))
+        yield Epoch(epoch + 1, history[-1],
+                    functools.partial(_checkpoint, qat, epoch + 1, list(history), config),
+                    functools.partial(picture, evaluated[1]), start)
     seconds = {**setup.seconds, "qat": time.perf_counter() - t + setup.seconds["quantize"]}
     # Phase 3: the final metrics (the last epoch's evaluation is of this very model: reused).
     t = time.perf_counter()

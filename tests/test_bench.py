@@ -118,6 +118,15 @@ def test_probe_benchmark_measures_the_interval_against_the_probe_size(tmp_path):
     finite_positive(data, "half_width", "maps_s")
 
 
+def test_picture_benchmark_times_each_epochs_picture_against_the_epoch(tmp_path):
+    bench(tmp_path, "picture.py", "--quick", "--epochs", "2")
+    data = result(tmp_path, "picture-quick")
+    assert data["epochs"] == 2 and len(data["per_epoch"]["log_image_s"]) == 2
+    assert data["picture_share"] == pytest.approx(
+        (data["picture_s"] + data["log_image_s"]) / data["epoch_s"])
+    finite_positive(data, "epoch_s", "picture_s", "log_image_s", "grid_figure_s")
+
+
 def test_cli_benchmark_times_validation_against_importing_torch(tmp_path):
     bench(tmp_path, "cli.py", "--quick", "--runs", "1")
     data = result(tmp_path, "cli-quick")

@@ -183,6 +183,11 @@ def test_spec_errors_name_the_field(spec_change, expected, tmp_path, capsys):
     (["sweep", "resume", "nothing-here"], "no sweep 'nothing-here'"),
     (["pareto", "export", "--experiment", "x", "--out", "f.yaml", "--objectives", "acc"],
      "METRIC:max"),
+    (["pareto", "export", "--experiment", "x", "--out", "f.yaml", "--tolerance", "-0.5"],
+     "--tolerance -0.5: give a number >= 0 (0.01 = 1 point of accuracy or of retained "
+     "fidelity)"),
+    (["pareto", "export", "--experiment", "x", "--out", "f.yaml", "--tolerance", "nan"],
+     "--tolerance nan: give a number >= 0"),
     (["sensitivity", "--config", "missing.yaml", "--out", "o"], "no such file"),
     (["bogus"], "invalid choice"),
 ])
@@ -388,6 +393,16 @@ def test_a_store_uri_is_opened_with_mlflow_ui_and_a_server_url_directly(tmp_path
         "open the MLflow UI:  mlflow ui --backend-store-uri postgresql://u:***@db:5432/mlflow "
         f"--host 127.0.0.1 --port 5000   then http://127.0.0.1:5000/{page}")
     assert ui_line("http://u:pw@mlflow:5000/") == f"open the MLflow UI:  http://u:***@mlflow:5000/{page}"
+
+
+def test_a_sweep_no_trial_finished_says_why_there_is_no_frontier_and_no_view(tmp_path):
+    from saliq.sweep.lifecycle import SweepOutcome
+    from saliq.sweep.terminal import describe
+
+    outcome = SweepOutcome("s", "s-1", "s", "3", "sqlite:///x.db", 0, 4, None, 1.0)
+    assert describe(outcome, tmp_path / "s")[1] == (
+        "no Pareto frontier and no analysis views: no trial finished (each run says why in its "
+        "saliq.failure_reason tag)")
 
 
 def test_a_sweep_has_one_driver_at_a_time(tmp_path, capsys, monkeypatch):

@@ -24,7 +24,8 @@ LAYERS = {
               "saliq.controls",
               "saliq.setup", "saliq.trial"],
     "sweep": ["saliq.sweep", "saliq.tracking", "saliq.watchdog"],
-    "analysis": ["saliq.frontier_file", "saliq.plots", "saliq.pareto", "saliq.report",
+    "analysis": ["saliq.frontier_file", "saliq.plots", "saliq.views", "saliq.lowest_bits",
+                 "saliq.pareto", "saliq.report",
                  "saliq.sanity", "saliq.sensitivity"],
     "interface": ["saliq.cli"],
 }
@@ -85,7 +86,7 @@ def test_validation_imports_none_of_the_heavy_stack(what):
 
 
 def test_every_architecture_declares_the_layers_its_network_has():
-    from saliq.models import ARCHITECTURES, layer_names
+    from saliq.models import ARCHITECTURES, activation_layers, layer_names
     from saliq.models.networks import NETWORKS, build_model
     from saliq.quant.api import quantizable_layers
     from saliq.quant.plan import PrecisionPlan
@@ -95,3 +96,4 @@ def test_every_architecture_declares_the_layers_its_network_has():
         channels, size = (3, 32) if arch == "resnet-small" else (1, 28)
         model = build_model(arch, PrecisionPlan(), in_channels=channels, image_size=size)
         assert quantizable_layers(model) == layer_names(arch), arch
+        assert set(model.activation_of) == set(activation_layers(arch)), arch

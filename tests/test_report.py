@@ -124,6 +124,22 @@ def test_figures_are_written(report):
         assert bars.width > 600
 
 
+def test_the_views_are_written_beside_the_report_and_logged(report):
+    from mlflow.tracking import MlflowClient
+
+    from saliq.views.writer import VIEWS
+
+    for name in VIEWS:
+        assert "Plotly.newPlot" in (report["out"] / f"{name}.html").read_text()
+        assert (report["out"] / f"{name}.png").stat().st_size > 10_000
+    client = MlflowClient(tracking_uri=f"sqlite:///{report['root'] / 'runs' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny-table2")
+    parent = [r for r in client.search_runs([experiment.experiment_id])
+              if r.data.tags.get("saliq.role") == "sweep"][0]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "analysis")}
+    assert "analysis/layer_bits_heatmap.html" in logged
+
+
 def test_sensitivity_seeds_a_sweep(tmp_path):
     config = tmp_path / "trial.yaml"
     config.write_text(yaml.safe_dump({"dataset": "fashion-mnist",

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -150,6 +151,29 @@ def test_report_is_called_once_per_qat_epoch(two_epochs):
     # each checkpoint is a snapshot: epoch 2 did not change epoch 1's weights under it
     first, last = calls[0][2]["model"], calls[1][2]["model"]
     assert not torch.equal(first["conv1.weight"], last["conv1.weight"])
+
+
+def test_each_epoch_draws_its_own_saliency_picture(small_trial_config, fp_reference,
+                                                   fp_cache_dir):
+    from saliq.trial import iter_trial
+
+    steps = iter_trial(small_trial_config.with_overrides({"qat.epochs": 2}),
+                       cache_dir=fp_cache_dir)
+    epochs = [next(steps), next(steps)]
+    with pytest.raises(StopIteration):
+        next(steps)
+    # drawn after the trial went on: each still its own epoch's
+    start, first, last = epochs[0].start(), epochs[0].picture(), epochs[1].picture()
+    tile = 28 * 4 + 4  # a 28-pixel map at scale 4, and the gap
+    assert start.shape == first.shape == last.shape == (3 * tile - 4, 8 * tile - 4, 3)
+    # the inputs and the FP maps are the same every epoch; the quantized model's maps moved
+    for a, b in ((start, first), (first, last)):
+        assert np.array_equal(a[:2 * tile], b[:2 * tile])
+        assert not np.array_equal(a[2 * tile:], b[2 * tile:])
+    continued = iter_trial(small_trial_config.with_overrides({"qat.epochs": 2}),
+                           cache_dir=fp_cache_dir, checkpoint=epochs[0].snapshot())
+    assert next(continued).start is None  # its start was the first attempt's
+    continued.close()
 
 
 def test_resuming_from_a_checkpoint_gives_the_same_result(two_epochs, fp_cache_dir):

@@ -7,7 +7,7 @@ network's conv and linear layers are exactly these names, in this order.
 
 from __future__ import annotations
 
-__all__ = ["ARCHITECTURES", "layer_names"]
+__all__ = ["ARCHITECTURES", "activation_layers", "layer_names"]
 
 
 def _resnet_small_layers(blocks_per_stage: int = 3) -> tuple[str, ...]:
@@ -38,3 +38,14 @@ def layer_names(arch: str) -> list[str]:
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown model {arch!r} (use one of {', '.join(ARCHITECTURES)})")
     return list(ARCHITECTURES[arch])
+
+
+def activation_layers(arch: str) -> list[str]:
+    """The layers whose output activation `act_bits` quantizes (a PACT follows them), first to
+    last: every layer but the logits layer and, in resnet-small, the shortcut convolutions
+    (added to the block's output before its activation).
+
+    >>> activation_layers("seed-cnn")
+    ['conv1', 'conv2', 'fc1']
+    """
+    return [name for name in layer_names(arch)[:-1] if not name.endswith(".shortcut.0")]

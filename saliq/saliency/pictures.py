@@ -1,7 +1,8 @@
 """Pictures of saliency maps: one row per probe image, input beside its maps.
 
 Drawn with matplotlib's `Figure` object API: no pyplot, no global backend, so a library
-call never changes how the caller's program plots.
+call never changes how the caller's program plots. `mosaic` is the same picture on its side,
+without text, composed as an array (no figure at all): cheap enough for every QAT epoch.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from saliq.saliency.similarity import spearman
 
-__all__ = ["grid_figure", "render_rgba", "save_grid"]
+__all__ = ["grid_figure", "mosaic", "render_rgba", "save_grid"]
 
 
 def grid_figure(
@@ -77,3 +79,32 @@ def render_rgba(fig: Figure, dpi: int = 80) -> np.ndarray:
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def _colour(values: np.ndarray, cmap: str) -> np.ndarray:
+    """(..., H, W) values in [0, 1] -> (..., H, W, 3) uint8 through the colormap's 256 colours."""
+    table = (colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+    return table[(np.clip(values, 0, 1) * 255).round().astype(np.intp)]
+
+
+def mosaic(images: torch.Tensor, reference_maps: torch.Tensor, maps: torch.Tensor | None, *,
+           columns: int = 8, scale: int = 4) -> np.ndarray:
+    """The inputs, their reference maps and their maps as three rows of one (H, W, 3) uint8
+    picture, a column per probe image (the first `columns`), each pixel a `scale` x `scale`
+    block, tiles `scale` pixels apart on white; no labels (the final grid has them). Wider
+    than high, as MLflow's image cards show best. `maps=None`: inputs and reference maps."""
+    n = min(columns, len(images))
+    imgs = images[:n].detach().float().cpu().clamp(0, 1).numpy()  # (N, C, H, W)
+    inputs = (np.repeat(imgs, 3, 1) if imgs.shape[1] == 1 else imgs).transpose(0, 2, 3, 1)
+    rows = [(inputs * 255).round().astype(np.uint8),
+            _colour(reference_maps[:n].float().cpu().numpy(), "inferno")]
+    if maps is not None:
+        rows.append(_colour(maps[:n].float().cpu().numpy(), "inferno"))
+    tiles = np.stack(rows).repeat(scale, 2).repeat(scale, 3)  # (R, N, H, W, 3)
+    r, k, h, w, _ = tiles.shape
+    picture = np.full((r * (h + scale) - scale, k * (w + scale) - scale, 3), 255, np.uint8)
+    for i in range(r):
+        for j in range(k):
+            picture[i * (h + scale):i * (h + scale) + h, j * (w + scale):j * (w + scale) + w] = (
+                tiles[i, j])
+    return picture

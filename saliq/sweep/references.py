@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import ray
+from PIL import Image
 
 from saliq import controls, reference, tracking
 from saliq.build import resolve_device, trial_data
@@ -135,16 +136,27 @@ def collect_ceilings(ceilings: dict, training: dict, cache: Path, logger: RunLog
     return ceilings
 
 
+def _grid_path(cache: Path, key: str) -> Path:
+    return reference.cache_path(cache, key).with_name(f"fp-{key}-saliency.png")
+
+
 def collect_references(refs: dict, pending: dict, cache: Path, logger: RunLogger) -> dict:
-    """Wait for the references being trained; cache them and log them on the parent run."""
+    """Wait for the references being trained; cache them and log them on the parent run, and
+    each reference's saliency grid (cached ones too) once as an image at step 0."""
     for key, future in pending.items():
         out = _get(future, f"FP reference {key}")
         ref = FPReference(**out["reference"])
         refs[key] = ref
         path = reference.save(ref, reference.cache_path(cache, key))
-        grid = path.with_name(f"fp-{key}-saliency.png")
+        grid = _grid_path(cache, key)
         grid.write_bytes(out["grid"])
         logger.log_artifact(path, f"fp_reference/{key}")
         logger.log_artifact(grid, f"fp_reference/{key}")
         logger.log_metrics({f"fp_accuracy_{key}": ref.accuracy}, step=0)
+    logged = logger.logged_images()  # a resumed sweep's parent has them already
+    for key in refs:
+        name = f"{tracking.SALIENCY_IMAGES}_fp_{key}"
+        if name not in logged and _grid_path(cache, key).is_file():
+            with Image.open(_grid_path(cache, key)) as grid:
+                logger.log_image(grid.convert("RGB"), name, step=0)
     return refs

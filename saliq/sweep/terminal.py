@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from saliq.sweep.lifecycle import SweepOutcome
-from saliq.tracking.uri import is_sqlite, redact, sqlite_path
+from saliq.tracking.uri import LOCAL_UI, is_sqlite, redact, sqlite_path
 
 __all__ = ["describe"]
 
@@ -19,11 +19,15 @@ def describe(outcome: SweepOutcome, root: Path) -> list[str]:
              f"finished, {outcome.failed} failed{stopped} (sweep id {outcome.sweep_id})"]
     if outcome.frontier_path:
         lines.append(f"Pareto frontier: {outcome.frontier_path}")
+    elif not outcome.finished:
+        lines.append("no Pareto frontier and no analysis views: no trial finished (each run "
+                     "says why in its saliq.failure_reason tag)")
     # MLflow 3's UI opens in its GenAI view unless the URL asks for the model-training one
     page = f"#/experiments/{outcome.experiment_id}?workflowType=machine_learning"
     if not uri.startswith(("http://", "https://")):  # a store, not a server: serve it
+        host, port = LOCAL_UI.removeprefix("http://").split(":")
         lines.append(f"open the MLflow UI:  mlflow ui --backend-store-uri {redact(uri)}"
-                     f" --host 127.0.0.1 --port 5000   then http://127.0.0.1:5000/{page}")
+                     f" --host {host} --port {port}   then {LOCAL_UI}/{page}")
     else:
         lines.append(f"open the MLflow UI:  {redact(uri).rstrip('/')}/{page}")
     export = f"saliq pareto export --experiment {outcome.experiment}"

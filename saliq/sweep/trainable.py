@@ -112,6 +112,7 @@ class QATTrainable(tune.Trainable):
         self.steps = None  # the trial's epochs (iter_trial), from its first step on
         self.logger: RunLogger | None = None
         self.logged: set[int] = set()  # steps the run already holds (an earlier attempt's)
+        self.pictured: set[int] = set()  # steps of its saliency pictures, likewise
         self.latest: Epoch | None = None
         self.outputs: str | None = None
         self.ended = False  # the run holds its final status
@@ -160,6 +161,7 @@ class QATTrainable(tune.Trainable):
         # steps an earlier attempt already logged (it may have died after logging an epoch, or
         # the final values, that Tune's checkpoint does not cover): each step is logged once
         self.logged = self.logger.logged_steps("accuracy")
+        self.pictured = self.logger.logged_images().get(tracking.SALIENCY_IMAGES, set())
         if self.restored is not None:  # epochs that reached Tune but not MLflow before a crash
             for metrics in self.restored["history"]:
                 if metrics["epoch"] not in self.logged:
@@ -191,11 +193,20 @@ class QATTrainable(tune.Trainable):
 
     def _log_latest(self) -> None:
         """Log the last epoch once Tune holds its checkpoint (its `save()` ran between this
-        step and the one before): a run never shows an epoch that a retry trains again."""
-        if self.latest is not None and self.latest.epoch not in self.logged:
-            self.logger.log_metrics(_with_objective(self.context, self.latest.metrics),
-                                    step=self.latest.epoch)
-            self.logged.add(self.latest.epoch)
+        step and the one before): a run never shows an epoch that a retry trains again. Its
+        saliency picture goes first (after the one before QAT, step 0): an attempt that dies
+        between the two leaves the epoch's metrics to the retry (from the checkpoint's
+        history), never a picture twice."""
+        if self.latest is None or self.latest.epoch in self.logged:
+            return
+        pictures = [(0, self.latest.start), (self.latest.epoch, self.latest.picture)]
+        for step, picture in pictures:
+            if picture is not None and step not in self.pictured:
+                self.logger.log_image(picture(), tracking.SALIENCY_IMAGES, step=step)
+                self.pictured.add(step)
+        self.logger.log_metrics(_with_objective(self.context, self.latest.metrics),
+                                step=self.latest.epoch)
+        self.logged.add(self.latest.epoch)
 
     def _finish(self, result: TrialResult) -> dict:
         final = _with_objective(self.context, result.metrics)

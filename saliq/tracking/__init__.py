@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["EXPERIMENT_KIND", "TAG_CONFIG", "TAG_OBJECTIVES", "TAG_REASON", "TAG_ROLE",
-           "TAG_SAMPLED", "TAG_SWEEP", "TAG_TRIAL", "quiet_environment"]
+__all__ = ["EXPERIMENT_KIND", "SALIENCY_IMAGES", "TAG_CONFIG", "TAG_OBJECTIVES", "TAG_REASON",
+           "TAG_ROLE", "TAG_SAMPLED", "TAG_SWEEP", "TAG_TRIAL", "quiet_environment"]
 
 TAG_SWEEP = "saliq.sweep_id"
 TAG_TRIAL = "saliq.trial_id"
@@ -30,6 +30,9 @@ TAG_CONFIG = "saliq.trial_config"
 TAG_SAMPLED = "saliq.sampled"
 TAG_REASON = "saliq.failure_reason"
 TAG_OBJECTIVES = "saliq.objectives"
+# the image time series of a trial's saliency maps, one image per QAT epoch (step = epoch): the
+# run page's slider; the parent's FP references log theirs at step 0 under `<key>_fp_<recipe>`
+SALIENCY_IMAGES = "saliency"
 # MLflow 3's UI opens experiments of this kind in its model-training view (not the GenAI one).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 

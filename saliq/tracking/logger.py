@@ -84,6 +84,22 @@ class RunLogger:
         history = retrying(lambda: self.client.get_metric_history(self.run_id, key), "history")
         return {m.step for m in history}
 
+    def log_image(self, image: Any, key: str, step: int) -> None:
+        """One image of the time series `key` (MLflow's image slider) at `step`."""
+        retrying(lambda: self.client.log_image(self.run_id, image, key=key, step=step),
+                 "log image")
+
+    def logged_images(self) -> dict[str, set[int]]:
+        """The steps of each image time series the run holds (from the names MLflow gives
+        their files: `images/<key>+step+<n>+timestamp+...`)."""
+        files = retrying(lambda: self.client.list_artifacts(self.run_id, "images"), "list images")
+        steps: dict[str, set[int]] = {}
+        for f in files:
+            key, found, rest = Path(f.path).name.partition("+step+")
+            if found:
+                steps.setdefault(key, set()).add(int(rest.split("+")[0]))
+        return steps
+
     def set_tag(self, key: str, value: str) -> None:
         retrying(lambda: self.client.set_tag(self.run_id, key, value[:5000]), "set tag")
 

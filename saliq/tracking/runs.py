@@ -139,6 +139,7 @@ class TrialRecord:
     config: dict
     sampled: dict
     metrics: dict[str, float]
+    end_time: int | None = None  # ms since the epoch; None while it runs
 
 
 def sweep_records(client, experiment: str, sweep_id: str | None = None):
@@ -160,7 +161,8 @@ def sweep_records(client, experiment: str, sweep_id: str | None = None):
     records = [
         TrialRecord(r.info.run_id, r.data.tags.get(TAG_TRIAL, ""), r.info.status,
                     json.loads(r.data.tags.get(TAG_CONFIG, "{}")),
-                    json.loads(r.data.tags.get(TAG_SAMPLED, "{}")), dict(r.data.metrics))
+                    json.loads(r.data.tags.get(TAG_SAMPLED, "{}")), dict(r.data.metrics),
+                    r.info.end_time)
         for r in trial_runs(client, found.experiment_id, sweep_id)
     ]
     return parent, records

@@ -14,8 +14,10 @@ import sqlalchemy
 
 from saliq.errors import ConfigError, SaliqError
 
-__all__ = ["check_reachable", "default_store", "is_sqlite", "redact", "resolve_tracking_uri",
-           "sqlite_path"]
+__all__ = ["LOCAL_UI", "check_reachable", "default_store", "is_sqlite", "redact",
+           "resolve_tracking_uri", "sqlite_path", "ui_address"]
+
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a store (the line saliq prints)
 
 
 def redact(uri: str) -> str:
@@ -28,6 +30,18 @@ def redact(uri: str) -> str:
         host = f"{host}:{parts.port}"
     netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def ui_address(uri: str) -> tuple[str, bool]:
+    """Where the MLflow UI of a tracking store is, without credentials: the tracking server
+    itself, or, for a store no server holds (SQLite, PostgreSQL), `LOCAL_UI`; and whether
+    that address is such a guess."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return LOCAL_UI, True
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")), False
 
 
 def default_store(storage: str | Path) -> str:

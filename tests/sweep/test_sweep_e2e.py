@@ -1,6 +1,7 @@
 """A real sweep through the CLI: a real MLflow tracking server on 127.0.0.1, a real Ray cluster,
-then the frontier export, an entry re-run, the MLflow UI in headless Chromium and the Optuna
-study in optuna-dashboard."""
+then the frontier export, an entry re-run, the MLflow UI in headless Chromium (a trial's
+saliency slider among them), every view's page rendered in it, and the Optuna study in
+optuna-dashboard."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ import urllib.request
 
 import pytest
 import yaml
+from devtools import Page
 from servers import VENV_BIN, chromium, free_port, mlflow_server, ray_cluster, saliq, wait_http
 
 from saliq.frontier import dominates
 from saliq.sweep.study import JOURNAL
+from saliq.tracking.logger import RunLogger
+from saliq.views.writer import VIEWS
 
 pytestmark = pytest.mark.slow
 
@@ -75,13 +79,23 @@ def test_mlflow_holds_one_parent_and_every_trial_once(sweep):
         assert "bits.conv2.act" in run.data.params
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"saliency_grid.png", "model", "metrics.json"} <= artifacts
+        # the image time series: before QAT (step 0), then one picture per epoch, once each
+        images = RunLogger(client, run.info.run_id).logged_images()
+        assert images == {"saliency": {0, 1, 2}}
+        assert len(client.list_artifacts(run.info.run_id, "images")) == 2 * 3  # png + webp
         png = client.download_artifacts(run.info.run_id, "saliency_grid.png",
                                         str(sweep["root"] / run.info.run_id))
         with open(png, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "pareto")}
+    parent_id = parents[0].info.run_id
+    parent_artifacts = {a.path for a in client.list_artifacts(parent_id, "pareto")}
     assert {"pareto/pareto.png", "pareto/pareto.html", "pareto/frontier.yaml"} <= parent_artifacts
-    assert client.list_artifacts(parents[0].info.run_id, "fp_reference")
+    assert client.list_artifacts(parent_id, "fp_reference")
+    references = set(RunLogger(client, parent_id).logged_images())
+    assert len(references) == 2  # the FP reference and the floor's, each once at step 0
+    assert all(key.startswith("saliency_fp_") for key in references)
+    assert {a.path for a in client.list_artifacts(parent_id, "analysis")} == {
+        f"analysis/{name}.{kind}" for name in VIEWS if name != "pareto" for kind in ("html", "png")}
 
 
 def test_nothing_left_running_and_terminal_says_where_to_look(sweep):
@@ -172,3 +186,51 @@ def test_optuna_dashboard_shows_the_study_with_every_trial_and_its_values(sweep,
     logged = sorted([r.data.metrics[m] for m in ("accuracy", "fidelity", "model_bits")]
                     for r in children)
     assert shown == logged
+
+
+# what each view's page holds once plotly has drawn it (its trace's own SVG or WebGL layer)
+RENDERED = {"pareto": ".scatterlayer .point", "bit_importance": ".barlayer .point",
+            "layer_bits_heatmap": ".hm image",
+            "parallel_coordinates": ".parcoords .axis", "hypervolume": ".scatterlayer .point"}
+
+
+def test_a_trials_run_page_slides_through_its_saliency_pictures(sweep, tmp_path):
+    client = sweep["server"].client()
+    run = _runs(client, "trial")[0]
+    url = (f"{sweep['server'].url}/#/experiments/{run.info.experiment_id}/runs/"
+           f"{run.info.run_id}/model-metrics?workflowType=machine_learning")
+    search = "document.querySelector('input[placeholder=\"Search metric charts\"]')"
+    with Page(tmp_path / "profile") as page:
+        page.open(url)
+        page.wait_for(f"{search} !== null")
+        page.evaluate(f"{search}.focus()")
+        page.send("Input.insertText", {"text": "saliency"})  # the one card among ~90 metrics
+        pictures = page.wait_for("[...document.querySelectorAll('img')].map(i => "
+                                 "decodeURIComponent(i.src)).filter(s => s.includes("
+                                 "'images/saliency+step+'))")
+        slider = page.evaluate("[...document.querySelectorAll('[role=slider]')].map(s => ["
+                               "s.getAttribute('aria-valuemin'), "
+                               "s.getAttribute('aria-valuemax')])")
+        page.screenshot(tmp_path / "slider.png")
+    assert len(pictures) == 1 and "+step+0+" in pictures[0]  # the card opens at step 0
+    assert slider == [["0", "2"]]  # steps 0 (before QAT), 1 and 2 (the QAT epochs)
+    assert (tmp_path / "slider.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("name", list(RENDERED))
+def test_every_views_page_renders_its_plot_without_an_error(sweep, tmp_path, name):
+    client = sweep["server"].client()
+    parent = _runs(client, "sweep")[0]
+    folder = "pareto" if name == "pareto" else "analysis"
+    page_file = client.download_artifacts(parent.info.run_id, f"{folder}/{name}.html",
+                                          str(tmp_path))
+    with Page(tmp_path / "profile") as page:
+        page.open(f"file://{page_file}")
+        drawn = page.wait_for(f"document.querySelectorAll('{RENDERED[name]}').length")
+        title = page.evaluate("document.querySelector('.gtitle').textContent")
+        if name == "pareto":  # its script ran: the run link's place under the plot
+            assert page.evaluate("document.getElementById('chosen-run').textContent")
+        page.screenshot(tmp_path / f"{name}.png")
+        errors = page.errors
+    assert drawn > 0 and title.startswith("e2e: e2e-")
+    assert not errors, errors
