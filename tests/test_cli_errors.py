@@ -399,7 +399,8 @@ def test_a_sweep_no_trial_finished_says_why_there_is_no_frontier_and_no_view(tmp
     from saliq.sweep.lifecycle import SweepOutcome
     from saliq.sweep.terminal import describe
 
-    outcome = SweepOutcome("s", "s-1", "s", "3", "sqlite:///x.db", 0, 4, None, 1.0)
+    journal = str(tmp_path / "s" / "optuna.journal")
+    outcome = SweepOutcome("s", "s-1", "s", "3", "sqlite:///x.db", journal, 0, 4, None, 1.0)
     assert describe(outcome, tmp_path / "s")[1] == (
         "no Pareto frontier and no analysis views: no trial finished (each run says why in its "
         "saliq.failure_reason tag)")
