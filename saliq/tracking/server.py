@@ -3,12 +3,14 @@ sweep; it dies with the driver that started it, even a killed one (`saliq.watchd
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from saliq.errors import SaliqError
@@ -21,6 +23,33 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def _store_lock(store_uri: str, timeout: float):
+    """An exclusive lock beside a SQLite store (`<file>.lock`), waited for at most `timeout`
+    seconds; the system releases it when its holder dies."""
+    if not store_uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(store_uri[len("sqlite:///"):] + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with open(path, "a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise SaliqError(f"another sweep's MLflow server has been starting on this "
+                                     f"store for {timeout:.0f} s ({path} is locked); wait for "
+                                     "it or stop it") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class LocalTrackingServer:
@@ -39,12 +68,15 @@ class LocalTrackingServer:
         self._process: subprocess.Popen | None = None
 
     def __enter__(self) -> LocalTrackingServer:
-        self.start()
-        try:
-            return self.wait_ready()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
+        # one server at a time starts on a store: the first creates its schema, and two
+        # migrations racing on a new SQLite file break both servers and the store
+        with _store_lock(self.store_uri, self.startup_timeout):
+            self.start()
+            try:
+                return self.wait_ready()
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
 
     def start(self) -> None:
         """Launch the server and return at once (it takes seconds to answer: `wait_ready`)."""
