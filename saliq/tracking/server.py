@@ -66,20 +66,24 @@ class LocalTrackingServer:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._process: subprocess.Popen | None = None
+        self._starting = None  # the store's start-up lock, held from start to wait_ready
 
     def __enter__(self) -> LocalTrackingServer:
-        # one server at a time starts on a store: the first creates its schema, and two
-        # migrations racing on a new SQLite file break both servers and the store
-        with _store_lock(self.store_uri, self.startup_timeout):
-            self.start()
-            try:
-                return self.wait_ready()
-            except BaseException:
-                self.__exit__(None, None, None)
-                raise
+        self.start()
+        try:
+            return self.wait_ready()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
 
     def start(self) -> None:
-        """Launch the server and return at once (it takes seconds to answer: `wait_ready`)."""
+        """Launch the server and return at once (it takes seconds to answer: `wait_ready`).
+
+        One server at a time starts on a store, from `start` until `wait_ready` returns: the
+        first creates the store's schema, and two migrations racing on a new SQLite file break
+        both servers and the store."""
+        self._starting = _store_lock(self.store_uri, self.startup_timeout)
+        self._starting.__enter__()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_file, "ab")
         cmd = [sys.executable, "-m", "saliq.watchdog", str(os.getpid()),  # dies with us
@@ -92,19 +96,29 @@ class LocalTrackingServer:
         out.close()
 
     def wait_ready(self) -> LocalTrackingServer:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise SaliqError(f"the local MLflow server exited at start-up; see {self.log_file}")
-            try:
-                check_reachable(self.url, timeout=1.0)
-                return self
-            except SaliqError:
-                time.sleep(0.3)
-        raise SaliqError(f"the local MLflow server did not start in {self.startup_timeout:.0f} s; "
-                         f"see {self.log_file}")
+        try:
+            deadline = time.monotonic() + self.startup_timeout
+            while time.monotonic() < deadline:
+                if self._process.poll() is not None:
+                    raise SaliqError("the local MLflow server exited at start-up; see "
+                                     f"{self.log_file}")
+                try:
+                    check_reachable(self.url, timeout=1.0)
+                    return self
+                except SaliqError:
+                    time.sleep(0.3)
+            raise SaliqError("the local MLflow server did not start in "
+                             f"{self.startup_timeout:.0f} s; see {self.log_file}")
+        finally:
+            self._release_start()
+
+    def _release_start(self) -> None:
+        if self._starting is not None:
+            self._starting.__exit__(None, None, None)
+            self._starting = None
 
     def __exit__(self, *exc) -> None:
+        self._release_start()
         if self._process is not None and self._process.poll() is None:
             os.killpg(self._process.pid, signal.SIGTERM)
             try:
