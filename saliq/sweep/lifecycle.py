@@ -20,11 +20,13 @@ import json
 import logging
 import os
 import shutil
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -183,6 +185,14 @@ def _close(root: Path, record: dict, track: _Tracking, finish: Finisher | None,
     return finished, failed, stopped, frontier_path
 
 
+def _stop_driver(name: str, cause: str) -> None:
+    """The private MLflow server cannot be kept up: say why, and stop the sweep as Ctrl-C
+    does (Tune saves its state), for `saliq sweep resume` to finish."""
+    log.error("%s; the sweep stops: once that is fixed, `saliq sweep resume %s` finishes it",
+              cause, name)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
 def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, address: str | None,
              dashboard: bool, restore: bool, finish: Finisher | None,
              trial_class: type[QATTrainable] = QATTrainable) -> SweepOutcome:
@@ -203,6 +213,7 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
         ceilings, training_ceilings = submit_ceilings(sweep, cache, refs, training)
         if server is not None:
             server.wait_ready()
+            server.supervise(give_up=partial(_stop_driver, sweep.name))
         track = _open_tracking(sweep, root, record, worker_uri, tracking_uri, restore)
         try:
             refs = collect_references(refs, training, cache, track.parent)
