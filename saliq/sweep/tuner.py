@@ -24,13 +24,17 @@ from saliq.sweep.trainable import QATTrainable, SweepContext
 __all__ = ["TUNE_ENVIRONMENT", "make_trainable", "make_tuner", "saved_trial_ids",
            "tune_environment"]
 
-# Read by Tune in the driver. RAY_AIR_NEW_OUTPUT=0: saliq prints its own progress. Tune saves
-# its experiment state (every trial, what a resume reads) every TUNE_GLOBAL_CHECKPOINT_S
-# seconds; its default, "auto", saves every 10 s, or less often once saving takes longer than
-# 5 % of that: a fixed period of 2 s spent half the driver's time saving a 5,000-trial state
-# (bench/scale.py). A trial started in MLflow after the last save is unknown to a resumed
-# sweep, which deletes its run and samples it again.
-TUNE_ENVIRONMENT = {"RAY_AIR_NEW_OUTPUT": "0"}
+# Read by Tune in the driver. Tune saves its experiment state (every trial, what a resume
+# reads) at most every TUNE_GLOBAL_CHECKPOINT_S seconds (10 or more by default): a trial
+# started and opened in MLflow after the last save is unknown to a resumed sweep, which
+# deletes its run and samples it again; 2 s keeps that window short (the fault tests kill a
+# driver 1 s after a trial ends and expect it saved). The cost grows with the sweep: at
+# thousands of trials each save writes megabytes (bench/scale.py). Per-epoch checkpoints of
+# short trials trip Tune's "snapshotting too often" warning; the snapshots are what makes a
+# killed driver resumable, so they stay and the warning goes. RAY_AIR_NEW_OUTPUT=0: saliq
+# prints its own progress.
+TUNE_ENVIRONMENT = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0",
+                    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 
 
 def tune_environment() -> None:
