@@ -18,6 +18,7 @@ import logging
 import math
 import shutil
 import tempfile
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,7 @@ class QATTrainable(tune.Trainable):
         self.logged: set[int] = set()  # steps the run already holds (an earlier attempt's)
         self.pictured: set[int] = set()  # steps of its saliency pictures, likewise
         self.latest: Epoch | None = None
+        self.latest_ms: int | None = None  # when `latest` ended
         self.outputs: str | None = None
         self.ended = False  # the run holds its final status
 
@@ -138,6 +140,7 @@ class QATTrainable(tune.Trainable):
             self._log_latest()
             try:
                 self.latest = next(self.steps)
+                self.latest_ms = int(time.time() * 1000)  # its metrics' time in MLflow
             except StopIteration as done:
                 return self._finish(done.value)
             return {**_with_objective(self.context, self.latest.metrics), SHOULD_CHECKPOINT: True}
@@ -204,8 +207,9 @@ class QATTrainable(tune.Trainable):
             if picture is not None and step not in self.pictured:
                 self.logger.log_image(picture(), tracking.SALIENCY_IMAGES, step=step)
                 self.pictured.add(step)
+        # stamped when the epoch ended, not when a server that was away took them
         self.logger.log_metrics(_with_objective(self.context, self.latest.metrics),
-                                step=self.latest.epoch)
+                                step=self.latest.epoch, timestamp_ms=self.latest_ms)
         self.logged.add(self.latest.epoch)
 
     def _finish(self, result: TrialResult) -> dict:

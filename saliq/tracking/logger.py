@@ -1,5 +1,5 @@
 """Logging to one MLflow run through an unreliable server: retries with backoff, and a
-buffer for metrics while the server is away."""
+buffer for metrics and pictures while the server is away."""
 
 from __future__ import annotations
 
@@ -45,13 +45,15 @@ def _is_client_error(e) -> bool:
 
 
 class RunLogger:
-    """Logs to one run; metrics are buffered while the server is unreachable and sent later."""
+    """Logs to one run; metrics and pictures are buffered while the server is unreachable and
+    sent later."""
 
     def __init__(self, client, run_id: str, flush_deadline_s: float = 60.0) -> None:
         self.client = client
         self.run_id = run_id
         self.flush_deadline_s = flush_deadline_s
         self._pending: list = []
+        self._images: list = []  # (picture, key, step) not sent yet
 
     def log_params(self, params: dict[str, Any]) -> None:
         # Params are immutable in MLflow, and logging the same value again is allowed: a
@@ -61,22 +63,31 @@ class RunLogger:
             batch = items[i : i + 100]
             retrying(lambda b=batch: self.client.log_batch(self.run_id, params=b), "log params")
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        now = int(time.time() * 1000)
-        self._pending += [Metric(k, float(v), now, step) for k, v in metrics.items()
+    def log_metrics(self, metrics: dict[str, float], step: int,
+                    timestamp_ms: int | None = None) -> None:
+        """Buffered, then sent; `timestamp_ms`: when they were measured (default: now)."""
+        stamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+        self._pending += [Metric(k, float(v), stamp, step) for k, v in metrics.items()
                           if isinstance(v, int | float) and not isinstance(v, bool)]
         self.flush(self.flush_deadline_s)
 
     def flush(self, deadline_s: float) -> bool:
-        """Send what is buffered; False (and keep it) if the server stays away `deadline_s`."""
+        """Send what is buffered (metrics, then pictures); False (and keep it) if the server
+        stays away `deadline_s`."""
         try:
             while self._pending:
                 batch = self._pending[:1000]
                 retrying(lambda b=batch: self.client.log_batch(self.run_id, metrics=b),
                          "log metrics", deadline_s)
                 self._pending = self._pending[1000:]
+            while self._images:
+                image, key, step = self._images[0]
+                retrying(lambda i=image, k=key, n=step: self.client.log_image(
+                    self.run_id, i, key=k, step=n), "log image", deadline_s)
+                self._images.pop(0)
         except Exception as e:  # keep the buffer; the next call or finish() tries again
-            log.warning("MLflow: %d metric values buffered (%s)", len(self._pending), e)
+            log.warning("MLflow: %d metric values and %d pictures buffered (%s)",
+                        len(self._pending), len(self._images), e)
             return False
         return True
 
@@ -85,9 +96,10 @@ class RunLogger:
         return {m.step for m in history}
 
     def log_image(self, image: Any, key: str, step: int) -> None:
-        """One image of the time series `key` (MLflow's image slider) at `step`."""
-        retrying(lambda: self.client.log_image(self.run_id, image, key=key, step=step),
-                 "log image")
+        """One image of the time series `key` (MLflow's image slider) at `step`, buffered
+        like the metrics while the server is away."""
+        self._images.append((image, key, step))
+        self.flush(self.flush_deadline_s)
 
     def logged_images(self) -> dict[str, set[int]]:
         """The steps of each image time series the run holds (from the names MLflow gives
