@@ -309,7 +309,8 @@ def write_report(client, experiment: str, out: str | Path, *, sweep_id: str | No
     finished = [r for r in records if r.status == "FINISHED"]
     if not finished:
         raise ConfigError(f"experiment {experiment!r}: the sweep has no finished trial yet")
-    labels = {configuration_label(r.sampled, r.config) for r in finished}
+    groups = _groups(finished)
+    labels = {key[2] for key in groups}
     unknown = [label for label in figure or () if label not in labels]
     if unknown:
         raise ConfigError(f"--figure {unknown[0]!r}: no such configuration in the sweep; its "
@@ -319,7 +320,6 @@ def write_report(client, experiment: str, out: str | Path, *, sweep_id: str | No
     files = {"table": out / "table2.md"}
     files["table"].write_text(f"# {experiment}: accuracy and saliency fidelity\n\n"
                               + table2(finished))
-    groups = _groups(finished)
     summary = {f"{a}/{d}/{label}": {
         "n": len(g),
         "seeds": [r.config.get("seed") for r in g],
