@@ -12,12 +12,15 @@
     N = 100, 1,000, 5,000: per_trial_s = (last run's end - first run's start) / N, the
     orchestration's cost per trial once the sweep runs; overhead_growth = per_trial_s at the
     largest N / at the smallest (target <= 1.5).
-(c) export_s and report_s: `saliq pareto export` and `saliq report` through the CLI against
-    a real `mlflow server` (saliq's private one over a SQLite store) holding N finished trial
-    runs as a sweep logs them (53 params, the config and sampled tags, 62 final metrics; a
-    saliency-maps artifact per configuration), written into the store in one transaction
-    with MLflow's own table models (its client takes ~80 ms a run here); records_s: the
-    paged read of the records alone. export_s_10k = export_s at 10,000 runs (target <= 10 s).
+(c) export_s and report_s: `saliq pareto export` and `saliq report` through the CLI on a
+    store holding N finished trial runs as a sweep logs them (53 params, the config and
+    sampled tags, 62 final metrics; a saliency-maps artifact per configuration), written into
+    the store in one transaction with MLflow's own table models (its client takes ~80 ms a
+    run here), served by a real `mlflow server` (saliq's private one over SQLite). Each
+    command twice, side by side: `_rest` through the server's URL, `_database` through the
+    SQLite URI it serves (the local store's default: the records are read from MLflow's
+    tables, not through its search). records_s: the records alone. Both exports must agree.
+    export_s_10k = export_s_database at 10,000 runs (target <= 10 s); export_s_10k_rest too.
 
     python bench/scale.py [--quick] [--sizes 1000,10000] [--trials 100,1000] [--runs 10000]
                           [--parts frontier,analysis,runner]
@@ -288,11 +291,18 @@ def cli_seconds(*args: str) -> float:
 
 
 def analysis_figures(run_counts: list[int], tmp: Path) -> dict:
+    """(c): each command twice on the same store, side by side: through the server (REST) and
+    through the database URI the server serves (the local store's default)."""
+    import shutil
+
+    import yaml
+
     from saliq.tracking import runs
     from saliq.tracking.server import LocalTrackingServer
 
-    figures: dict = {"runs": run_counts, "write_s": {}, "records_s": {}, "export_s": {},
-                     "report_s": {}, "frontier_entries": {}}
+    figures: dict = {"runs": run_counts, "write_s": {}, "frontier_entries": {},
+                     **{f"{k}_{via}": {} for k in ("records_s", "export_s", "report_s")
+                        for via in ("database", "rest")}}
     for n in run_counts:
         root = tmp / f"analysis-{n}"
         store = f"sqlite:///{root / 'mlflow.db'}"
@@ -300,23 +310,30 @@ def analysis_figures(run_counts: list[int], tmp: Path) -> dict:
         client, firsts = write_finished_runs(store, n, root / "mlartifacts")
         log_maps(client, firsts, root)
         figures["write_s"][str(n)] = time.perf_counter() - start
-        with LocalTrackingServer(store, root / "server.log") as server:
-            start = time.perf_counter()
-            _, records = runs.sweep_records(runs.make_client(server.url), "scale")
-            figures["records_s"][str(n)] = time.perf_counter() - start
-            assert len(records) == n
-            frontier = root / "frontier.yaml"
-            figures["export_s"][str(n)] = cli_seconds(
-                "pareto", "export", "--experiment", "scale", "--tracking-uri", server.url,
-                "--out", str(frontier))
-            figures["report_s"][str(n)] = cli_seconds(
-                "report", "--experiment", "scale", "--tracking-uri", server.url,
-                "--out", str(root / "report"))
-        import yaml
-
-        figures["frontier_entries"][str(n)] = len(yaml.safe_load(frontier.read_text())["entries"])
-    figures["export_s_10k"] = figures["export_s"].get("10000")
-    figures["report_s_10k"] = figures["report_s"].get("10000")
+        shutil.copyfile(root / "mlflow.db", root / "written.db")  # each export logs its views
+        frontiers = {}
+        for via in ("database", "rest"):
+            shutil.copyfile(root / "written.db", root / "mlflow.db")
+            with LocalTrackingServer(store, root / f"server-{via}.log") as server:
+                uri = store if via == "database" else server.url
+                start = time.perf_counter()
+                _, records = runs.sweep_records(runs.make_client(uri), "scale")
+                figures[f"records_s_{via}"][str(n)] = time.perf_counter() - start
+                assert len(records) == n
+                frontier = root / f"frontier-{via}.yaml"
+                figures[f"export_s_{via}"][str(n)] = cli_seconds(
+                    "pareto", "export", "--experiment", "scale", "--tracking-uri", uri,
+                    "--out", str(frontier))
+                figures[f"report_s_{via}"][str(n)] = cli_seconds(
+                    "report", "--experiment", "scale", "--tracking-uri", uri,
+                    "--out", str(root / f"report-{via}"))
+            frontiers[via] = yaml.safe_load(frontier.read_text())
+        entries = [[e["run_id"] for e in f["entries"]] for f in frontiers.values()]
+        assert entries[0] == entries[1], "the two reads exported different frontiers"
+        figures["frontier_entries"][str(n)] = len(entries[0])
+    figures["export_s_10k"] = figures["export_s_database"].get("10000")
+    figures["export_s_10k_rest"] = figures["export_s_rest"].get("10000")
+    figures["report_s_10k"] = figures["report_s_database"].get("10000")
     return figures
 
 
@@ -347,6 +364,8 @@ def main() -> None:
 
     tracking.quiet_environment()  # MLflow's run links on stdout would break the JSON
     name = "scale-quick" if args.quick else "scale"
+    if set(parts) != {"frontier", "analysis", "runner"}:  # a part alone keeps the others' file
+        name += "-" + "-".join(parts)
     result = {"benchmark": "scale", "quick": args.quick, "finished": False}
 
     def headlines(runner: dict) -> None:
@@ -356,6 +375,7 @@ def main() -> None:
             result["runner"] = runner
         result["frontier_s"] = result.get("frontier", {}).get("frontier_s")
         result["export_s_10k"] = result.get("analysis", {}).get("export_s_10k")
+        result["export_s_10k_rest"] = result.get("analysis", {}).get("export_s_10k_rest")
         result["overhead_growth"] = runner.get("overhead_growth")
         result["machine"] = machine()
         write_json(RESULTS / f"{name}.json", result)

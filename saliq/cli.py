@@ -147,7 +147,6 @@ def _analysis_client(args: argparse.Namespace):
 
 
 def cmd_pareto_export(args: argparse.Namespace) -> int:
-    from saliq.config import load_yaml
     from saliq.frontier_file import frontier_table
     from saliq.lowest_bits import lowest_bits_lines
     from saliq.pareto import export_frontier, parse_objectives
@@ -160,9 +159,8 @@ def cmd_pareto_export(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise ConfigError(f"--out {args.out}: is a directory; give a file such as frontier.yaml")
     client = _analysis_client(args)
-    path = export_frontier(client, args.experiment, out, objectives=objectives,
-                           sweep_id=args.sweep_id, log_to_parent=not args.no_log)
-    frontier = load_yaml(path)
+    path, frontier = export_frontier(client, args.experiment, out, objectives=objectives,
+                                     sweep_id=args.sweep_id, log_to_parent=not args.no_log)
     for line in [*frontier_table(frontier), "", *lowest_bits_lines(frontier, args.tolerance)]:
         print(line)
     log.info("frontier of %d trial(s) written to %s; re-run an entry with "

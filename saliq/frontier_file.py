@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from saliq import yaml_writer
 from saliq.atomic import write_atomic
 from saliq.errors import ConfigError
 
@@ -24,7 +23,7 @@ def write_frontier(path: str | Path, frontier: dict[str, Any]) -> Path:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"--out {path}: is a directory; give a file name such as frontier.yaml")
-    return write_atomic(path, yaml.safe_dump(frontier, sort_keys=False, allow_unicode=True))
+    return write_atomic(path, yaml_writer.dump(frontier))
 
 
 def is_frontier(data: Any) -> bool:

@@ -11,7 +11,7 @@ import math
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from saliq import tracking
 from saliq.config import stored_plan_label
@@ -22,7 +22,7 @@ from saliq.tracking.logger import RunLogger
 from saliq.tracking.runs import TrialRecord, sweep_records
 from saliq.views.writer import ANALYSIS, refresh_views
 
-__all__ = ["export_frontier", "finish_sweep", "parse_objectives", "sweep_objectives"]
+__all__ = ["Exported", "export_frontier", "finish_sweep", "parse_objectives", "sweep_objectives"]
 
 Objectives = list[tuple[str, str]]
 
@@ -84,9 +84,17 @@ def sweep_objectives(parent) -> Objectives:
     return [tuple(o) for o in json.loads(parent.data.tags[tracking.TAG_OBJECTIVES])]
 
 
+class Exported(NamedTuple):
+    """The frontier file written, and what it holds (reading 10,000 trials' YAML back costs
+    more than the export)."""
+
+    path: Path
+    frontier: dict
+
+
 def export_frontier(client, experiment: str, out: str | Path, *,
                     objectives: Objectives | None = None, sweep_id: str | None = None,
-                    log_to_parent: bool = True, store_uri: str | None = None) -> Path:
+                    log_to_parent: bool = True, store_uri: str | None = None) -> Exported:
     """Read a sweep's finished trial runs from MLflow, write the frontier file to `out`, and
     (optionally) log it on the sweep's parent run with the views (`saliq.views`: the Pareto
     plot and `analysis/*`, written beside it in `analysis/`).
@@ -95,7 +103,7 @@ def export_frontier(client, experiment: str, out: str | Path, *,
     sweep's own unless given. The views link to the runs in the UI of `store_uri` (default:
     the client's tracking URI); they never fail the export.
     """
-    parent, records = sweep_records(client, experiment, sweep_id)
+    parent, records = sweep_records(client, experiment, sweep_id, store_uri=store_uri)
     sweep_id = parent.data.tags[tracking.TAG_SWEEP]
     if objectives is None:
         objectives = sweep_objectives(parent)
@@ -123,7 +131,7 @@ def export_frontier(client, experiment: str, out: str | Path, *,
         refresh_views(client, parent, records, objectives, Path(path).parent / ANALYSIS,
                       title=f"{experiment}: {sweep_id}",
                       store_uri=store_uri or client.tracking_uri)
-    return path
+    return Exported(path, frontier)
 
 
 def finish_sweep(client, experiment: str, sweep_id: str, sweep_dir: Path) -> Path:
@@ -132,4 +140,4 @@ def finish_sweep(client, experiment: str, sweep_id: str, sweep_dir: Path) -> Pat
     private server the client reaches it through)."""
     record = json.loads((sweep_dir / "sweep.json").read_text())
     return export_frontier(client, experiment, sweep_dir / "frontier.yaml", sweep_id=sweep_id,
-                           store_uri=record["tracking_uri"])
+                           store_uri=record["tracking_uri"]).path

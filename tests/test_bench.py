@@ -160,8 +160,10 @@ def test_scale_benchmark_times_the_frontier_the_runner_and_the_analysis_commands
     assert all(list(by_size) == ["1000"] for by_size in data["frontier_s"].values())
     assert data["runner"]["trials"] == [4] and data["overhead_growth"] == 1.0
     assert data["analysis"]["runs"] == [60] and data["export_s_10k"] is None
+    assert data["export_s_10k_rest"] is None
     assert 0 < data["analysis"]["frontier_entries"]["60"] <= 60
     finite_positive(data, "frontier_s")
     finite_positive(data["frontier"], "speedup")
     finite_positive(data["runner"], "per_trial_s", "sweep_wall_s")
-    finite_positive(data["analysis"], "export_s", "report_s", "records_s")
+    finite_positive(data["analysis"], *(f"{k}_{via}" for k in ("export_s", "report_s", "records_s")
+                                        for via in ("database", "rest")))

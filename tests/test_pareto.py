@@ -53,7 +53,7 @@ def test_export_frontier_from_mlflow(tmp_path):
     from saliq.pareto import export_frontier
 
     client = _store_with_a_sweep(tmp_path)
-    path = export_frontier(client, "exp", tmp_path / "frontier.yaml", log_to_parent=False)
+    path = export_frontier(client, "exp", tmp_path / "frontier.yaml", log_to_parent=False).path
     frontier = yaml.safe_load(path.read_text())
     assert frontier["trials"] == 2  # the failed trial is no candidate
     assert [e["trial_id"] for e in frontier["entries"]] == ["a", "b"]
@@ -153,7 +153,8 @@ def test_export_pages_through_every_run_of_a_real_server_for_the_exact_frontier(
 
         with ThreadPoolExecutor(4) as pool:
             run_ids = list(pool.map(trial, range(130)))
-        path = export_frontier(client, "paged", tmp_path / "frontier.yaml", log_to_parent=False)
+        path = export_frontier(client, "paged", tmp_path / "frontier.yaml",
+                               log_to_parent=False).path
 
     frontier = yaml.safe_load(path.read_text())
     points = np.column_stack([accuracy, bits]).tolist()

@@ -112,6 +112,27 @@ def test_hypervolume_grows_to_the_frontier_files_value():
     assert data.hypervolume == sorted(data.hypervolume)
 
 
+def test_hypervolume_of_a_front_that_moves_often_is_sampled_exactly(monkeypatch):
+    # past MAX_VOLUMES moves of the front the curve is the exact volume at evenly spaced trial
+    # counts, held until the next: still rising, and ending at the frontier file's value
+    sweep = bit_sweep()
+    points = [list(t.values) for t in sweep.trials]
+    directions = sweep.directions
+    reference = reference_point(points, directions)
+    moves = sum(hypervolume.compute(sweep).improved)
+    monkeypatch.setattr(hypervolume, "MAX_VOLUMES", 3)
+    assert moves > 3
+    data = hypervolume.compute(sweep)
+    n = len(points)
+    samples = [0, round((n - 1) / 2), n - 1]
+    for k in range(n):
+        at = max(s for s in samples if s <= k)
+        assert data.hypervolume[k] == pytest.approx(
+            frontier_hypervolume(points[:at + 1], directions, reference))
+    assert data.hypervolume == sorted(data.hypervolume) and data.sampled_at == 3
+    assert "computed at 3 evenly spaced trial counts" in hypervolume._caption(data)
+
+
 def test_pareto_points_carry_each_trials_plan_and_run_link():
     sweep = bit_sweep()
     data = pareto_view.compute(sweep)

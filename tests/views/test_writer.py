@@ -78,7 +78,7 @@ def test_export_refreshes_the_views_on_the_parent_run(store, tmp_path):
     from saliq.pareto import export_frontier
 
     client, parent_id = store
-    frontier = export_frontier(client, "views", tmp_path / "out" / "frontier.yaml")
+    frontier = export_frontier(client, "views", tmp_path / "out" / "frontier.yaml").path
     logged = {a.path for a in client.list_artifacts(parent_id, "analysis")}
     assert logged == {f"analysis/{name}.{kind}" for name in VIEWS if name != "pareto"
                       for kind in ("html", "png")}
