@@ -113,7 +113,7 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
                         finish=finish_sweep)
     for line in describe(outcome, sweep_dir(args.storage or sweep.spec.storage, sweep.name)):
         print(line)
-    return 0 if outcome.finished else 1
+    return 0 if outcome.finished and not outcome.interrupted else 1
 
 
 def cmd_sweep_resume(args: argparse.Namespace) -> int:
@@ -128,7 +128,7 @@ def cmd_sweep_resume(args: argparse.Namespace) -> int:
                            dashboard=args.dashboard, finish=finish_sweep)
     for line in describe(outcome, root):
         print(line)
-    return 0 if outcome.finished else 1
+    return 0 if outcome.finished and not outcome.interrupted else 1
 
 
 def _analysis_client(args: argparse.Namespace):

@@ -26,7 +26,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import yaml
@@ -42,6 +41,7 @@ from saliq.sweep.connection import (
     check_resources,
     init_ray,
 )
+from saliq.sweep.disk import DiskWatch, check_room
 from saliq.sweep.references import (
     collect_ceilings,
     collect_references,
@@ -92,6 +92,7 @@ class SweepOutcome:
     frontier_path: Path | None
     seconds: float
     stopped: int = 0  # stopped early by the scheduler (ASHA): runs KILLED
+    interrupted: str | None = None  # why the driver stopped the sweep before its end
 
 
 def sweep_dir(storage: str | Path, name: str) -> Path:
@@ -185,12 +186,38 @@ def _close(root: Path, record: dict, track: _Tracking, finish: Finisher | None,
     return finished, failed, stopped, frontier_path
 
 
-def _stop_driver(name: str, cause: str) -> None:
-    """The private MLflow server cannot be kept up: say why, and stop the sweep as Ctrl-C
-    does (Tune saves its state), for `saliq sweep resume` to finish."""
-    log.error("%s; the sweep stops: once that is fixed, `saliq sweep resume %s` finishes it",
-              cause, name)
-    os.kill(os.getpid(), signal.SIGINT)
+def _written_folders(root: Path, uri: str) -> list[Path]:
+    """Where a sweep writes: its folder (Tune's state, checkpoints) and a local store's."""
+    return [root, *([sqlite_path(uri).parent] if is_sqlite(uri) else [])]
+
+
+class DriverStop:
+    """The sweep cannot go on (its private MLflow server cannot be kept up, its disk is
+    full): say why, and stop it as Ctrl-C does (Tune saves its state), for `saliq sweep
+    resume` to finish. Called from a watching thread; the cause stays for the sweep's end."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.cause: str | None = None
+
+    def __call__(self, cause: str) -> None:
+        if self.cause is not None:
+            return
+        self.cause = cause
+        log.error("%s; the sweep stops: once that is fixed, `saliq sweep resume %s` finishes "
+                  "it", cause, self.name)
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def _interrupted(track: _Tracking, sweep_id: str, cause: str) -> tuple[int, int, int, None]:
+    """A sweep the driver stopped: its runs stay as they are for the resume (a trial stopped
+    mid-way is KILLED, and the resume continues it in the same run), the parent says why."""
+    trial_runs = runs.trial_runs(track.client, track.experiment_id, sweep_id)
+    finished = sum(r.info.status == "FINISHED" for r in trial_runs)
+    failed = sum(r.info.status == "FAILED" for r in trial_runs)
+    track.parent.set_tag(tracking.TAG_REASON, cause)
+    track.parent.set_status("KILLED")
+    return finished, failed, 0, None
 
 
 def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, address: str | None,
@@ -211,9 +238,11 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
         check_resources(sweep.spec.resources, init_ray(address, dashboard))
         refs, training = submit_references(sweep, cache)
         ceilings, training_ceilings = submit_ceilings(sweep, cache, refs, training)
+        stop = DriverStop(sweep.name)
         if server is not None:
             server.wait_ready()
-            server.supervise(give_up=partial(_stop_driver, sweep.name))
+            server.supervise(give_up=stop)
+        stack.enter_context(DiskWatch(_written_folders(root, tracking_uri), give_up=stop))
         track = _open_tracking(sweep, root, record, worker_uri, tracking_uri, restore)
         try:
             refs = collect_references(refs, training, cache, track.parent)
@@ -235,13 +264,17 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
         trainable = make_trainable(context, refs, ceilings, trial_class)
         study = open_study_storage(sweep, root)
         results = make_tuner(sweep, root, trainable, restore, study, record["sweep_id"]).fit()
-        fail_orphaned_trials(study, record["sweep_id"])
-        finished, failed, stopped, frontier_path = _close(root, record, track, finish,
-                                                          results.num_errors)
+        if stop.cause is not None:
+            finished, failed, stopped, frontier_path = _interrupted(track, record["sweep_id"],
+                                                                    stop.cause)
+        else:
+            fail_orphaned_trials(study, record["sweep_id"])
+            finished, failed, stopped, frontier_path = _close(root, record, track, finish,
+                                                              results.num_errors)
         del results
     return SweepOutcome(sweep.name, record["sweep_id"], record["experiment"],
                         track.experiment_id, tracking_uri, study_location(sweep, root), finished,
-                        failed, frontier_path, time.monotonic() - start, stopped)
+                        failed, frontier_path, time.monotonic() - start, stopped, stop.cause)
 
 
 def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | None = None,
@@ -257,7 +290,8 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, tracking_uri: str | N
     new_store = is_sqlite(uri) and not sqlite_path(uri).exists()
     check_ray_side(sweep, address)
     check_study_storage(sweep)
-    check_reachable(uri)
+    check_room(_written_folders(root, uri), "run the sweep again")
+    check_reachable(uri)  # creates a local store's folder
     with driver_lock(root):
         if (root / "sweep.json").exists():
             if not restart:
@@ -323,6 +357,7 @@ def resume_sweep(target: str, *, address: str | None = None, tracking_uri: str |
     check_reachable(uri)
     check_study_storage(sweep)
     check_ray_side(sweep, address)
+    check_room(_written_folders(root, uri), f"`saliq sweep resume {sweep.name}`")
     with driver_lock(root):
         # no Tune state (killed before Tune wrote its first): nothing ran, trials start afresh
         restore = tune.Tuner.can_restore(str(root / "tune"))

@@ -15,11 +15,18 @@ def describe(outcome: SweepOutcome, root: Path) -> list[str]:
     """What to do next: where to look at the runs and how to export the frontier."""
     uri = outcome.tracking_uri
     stopped = f", {outcome.stopped} stopped early by ASHA" if outcome.stopped else ""
-    lines = [f"sweep {outcome.name} done in {outcome.seconds:.0f} s: {outcome.finished} trials "
-             f"finished, {outcome.failed} failed{stopped} (sweep id {outcome.sweep_id})"]
+    if outcome.interrupted:
+        lines = [f"sweep {outcome.name} stopped after {outcome.seconds:.0f} s: "
+                 f"{outcome.finished} trials finished, {outcome.failed} failed (sweep id "
+                 f"{outcome.sweep_id}); {outcome.interrupted}",
+                 f"once that is fixed: saliq sweep resume {outcome.name}"]
+    else:
+        lines = [f"sweep {outcome.name} done in {outcome.seconds:.0f} s: {outcome.finished} "
+                 f"trials finished, {outcome.failed} failed{stopped} (sweep id "
+                 f"{outcome.sweep_id})"]
     if outcome.frontier_path:
         lines.append(f"Pareto frontier: {outcome.frontier_path}")
-    elif not outcome.finished:
+    elif not outcome.finished and not outcome.interrupted:
         lines.append("no Pareto frontier and no analysis views: no trial finished (each run "
                      "says why in its saliq.failure_reason tag)")
     # MLflow 3's UI opens in its GenAI view unless the URL asks for the model-training one

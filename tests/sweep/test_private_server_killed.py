@@ -1,6 +1,8 @@
-"""A local sweep whose private MLflow server is SIGKILLed mid-epoch (an OOM kill, a crash):
-the driver starts it again on its port, the trials' buffered metrics arrive, and the sweep
-finishes with every trial FINISHED once and each epoch logged once."""
+"""A local sweep whose private MLflow server is SIGKILLed mid-epoch (an OOM kill, a crash),
+and again once a trial has logged its final values, while it logs its artifacts and ends its
+run: the driver starts it again on its port each time, the trials' buffered metrics and
+artifacts arrive, and the sweep finishes with every trial FINISHED once, each epoch logged
+once, every artifact there."""
 
 from __future__ import annotations
 
@@ -57,17 +59,29 @@ def test_private_server_killed_mid_epoch_is_restarted_and_loses_nothing(tmp_path
         wait_until(first_epoch_logged, 420, "an epoch logged", driver, log)
         group = wait_until(lambda: _server_group(str(store)), 30, "the server found")
         os.killpg(group, signal.SIGKILL)
+
+        def final_values_logged():  # the trial now logs its four artifacts, then ends its run
+            runs = runs_of(client, "server-killed")
+            return next((r for r in runs if r.info.status == "RUNNING"
+                         and EPOCHS + 1 in steps(client, r.info.run_id)), None)
+
+        wait_until(final_values_logged, 420, "a trial's final values", driver, log, every=0.05)
+        group = wait_until(lambda: _server_group(str(store)), 30, "the restarted server found")
+        os.killpg(group, signal.SIGKILL)
         assert driver.wait(timeout=600) == 0, log.read_text()[-3000:]
     text = log.read_text()
-    assert re.search(r"the local MLflow server died \(exit code -?\d+\); starting it again", text)
-    recovery = re.search(r"answers again, ([\d.]+) s after it was found dead", text)
-    assert recovery, text[-3000:]
-    print(f"recovery {recovery.group(1)} s")
+    assert len(re.findall(r"the local MLflow server died \(exit code -?\d+\); starting it "
+                          "again", text)) == 2, text[-3000:]
+    recoveries = re.findall(r"answers again, ([\d.]+) s after it was found dead", text)
+    assert len(recoveries) == 2, text[-3000:]
+    print(f"recoveries {recoveries} s")
     children = runs_of(client, "server-killed")
     assert len(children) == TRIALS
     assert len({r.data.tags["saliq.trial_id"] for r in children}) == TRIALS
     for run in children:
         assert run.info.status == "FINISHED", run.data.tags
         assert steps(client, run.info.run_id) == list(range(1, EPOCHS + 2))
+        logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"saliency_grid.png", "metrics.json", "saliency_maps.npz", "model"} <= logged
     parents = runs_of(client, "server-killed", "sweep")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
