@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from mlflow.exceptions import MlflowException
 from ray import tune
 
 from saliq import tracking
@@ -209,15 +210,24 @@ class DriverStop:
         os.kill(os.getpid(), signal.SIGINT)
 
 
-def _interrupted(track: _Tracking, sweep_id: str, cause: str) -> tuple[int, int, int, None]:
-    """A sweep the driver stopped: its runs stay as they are for the resume (a trial stopped
-    mid-way is KILLED, and the resume continues it in the same run), the parent says why."""
-    trial_runs = runs.trial_runs(track.client, track.experiment_id, sweep_id)
+def _interrupted(track: _Tracking, store_uri: str, sweep_id: str,
+                 cause: str) -> tuple[int, int, int, None]:
+    """A sweep the driver stopped: the runs it can reach that did not finish end FAILED with
+    the cause, and so does the parent (the resume opens them again: each trial continues in
+    its own run). A local store is written directly, its private server may be the cause."""
+    client = runs.make_client(store_uri) if is_sqlite(store_uri) else track.client
+    try:
+        trial_runs = runs.trial_runs(client, track.experiment_id, sweep_id)
+        ended = [r.info.run_id for r in trial_runs if r.info.status != "FINISHED"]
+        for run_id in [*ended, track.parent_run_id]:
+            client.set_tag(run_id, tracking.TAG_REASON, cause[:5000])
+            client.set_terminated(run_id, "FAILED")
+    except (MlflowException, OSError) as e:
+        log.warning("MLflow: the stopped sweep's runs not ended (%s); the resume ends them",
+                    str(e).splitlines()[0][:200])
+        return 0, 0, 0, None
     finished = sum(r.info.status == "FINISHED" for r in trial_runs)
-    failed = sum(r.info.status == "FAILED" for r in trial_runs)
-    track.parent.set_tag(tracking.TAG_REASON, cause)
-    track.parent.set_status("KILLED")
-    return finished, failed, 0, None
+    return finished, len(ended), 0, None
 
 
 def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, address: str | None,
@@ -265,8 +275,8 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
         study = open_study_storage(sweep, root)
         results = make_tuner(sweep, root, trainable, restore, study, record["sweep_id"]).fit()
         if stop.cause is not None:
-            finished, failed, stopped, frontier_path = _interrupted(track, record["sweep_id"],
-                                                                    stop.cause)
+            finished, failed, stopped, frontier_path = _interrupted(
+                track, tracking_uri, record["sweep_id"], stop.cause)
         else:
             fail_orphaned_trials(study, record["sweep_id"])
             finished, failed, stopped, frontier_path = _close(root, record, track, finish,
