@@ -14,6 +14,7 @@ import json
 import logging
 from dataclasses import dataclass
 
+import sqlalchemy
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -167,7 +168,12 @@ def sweep_records(client, experiment: str, sweep_id: str | None = None,
         parent = parents[-1]
     for uri in (client.tracking_uri, store_uri):  # the same rows, not every field of every run
         if uri and database.is_database(uri):
-            return parent, database.trial_records(uri, found.experiment_id, sweep_id)
+            try:
+                return parent, database.trial_records(uri, found.experiment_id, sweep_id)
+            except sqlalchemy.exc.SQLAlchemyError as e:  # a schema this MLflow did not make
+                log.warning("MLflow: the records could not be read from its tables (%s); "
+                            "reading them through its search", str(e).splitlines()[0][:200])
+                break
     return parent, searched_records(client, found.experiment_id, sweep_id)
 
 

@@ -65,6 +65,24 @@ def test_database_records_match_the_searched_records_on_sqlite(tmp_path):
     assert database.trial_records(uri, experiment_id, "nope") == []
 
 
+def test_sweep_records_fall_back_to_the_search_when_the_tables_cannot_be_read(
+        tmp_path, monkeypatch, caplog):
+    import sqlalchemy
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = runs.make_client(uri)
+    experiment_id, _ = _sweep_store(client)
+    direct = runs.sweep_records(client, "db", "s1")[1]
+
+    def unreadable(*args):
+        raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("no such column"))
+
+    monkeypatch.setattr(database, "trial_records", unreadable)
+    parent, searched = runs.sweep_records(client, "db", "s1")
+    assert _comparable(searched) == _comparable(direct) and len(searched) == 4
+    assert "reading them through its search" in caplog.text
+
+
 def test_sweep_records_takes_the_database_read_only_for_database_uris():
     assert database.is_database("sqlite:////tmp/mlflow.db")
     assert database.is_database("postgresql+psycopg2://u@db:5432/mlflow")
