@@ -234,7 +234,7 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
              dashboard: bool, restore: bool, finish: Finisher | None,
              trial_class: type[QATTrainable] = QATTrainable) -> SweepOutcome:
     start = time.monotonic()
-    tune_environment()
+    tune_environment(sweep)
     cache = root.parent / "fp-cache"
     with ExitStack() as stack:
         # the private MLflow server, Ray and the FP references' training start side by side:

@@ -28,20 +28,28 @@ __all__ = ["TUNE_ENVIRONMENT", "make_trainable", "make_tuner", "saved_trial_ids"
 # reads) at most every TUNE_GLOBAL_CHECKPOINT_S seconds (10 or more by default): a trial
 # started and opened in MLflow after the last save is unknown to a resumed sweep, which
 # deletes its run and samples it again; 2 s keeps that window short (the fault tests kill a
-# driver 1 s after a trial ends and expect it saved). The cost grows with the sweep: at
-# thousands of trials each save writes megabytes (bench/scale.py). Per-epoch checkpoints of
-# short trials trip Tune's "snapshotting too often" warning; the snapshots are what makes a
-# killed driver resumable, so they stay and the warning goes. RAY_AIR_NEW_OUTPUT=0: saliq
-# prints its own progress.
+# driver 1 s after a trial ends and expect it saved). Each save writes every trial (about
+# 20 KB each): 0.7 s at 5,000 trials here, a third of the driver's time every 2 s, so a
+# sweep of more than LARGE_SWEEP trials lets Tune pace its saves ("auto": 19 times the last
+# save's time, 10 s at least: 5 % of the driver's time). Per-epoch checkpoints of short
+# trials trip Tune's "snapshotting too often" warning; the snapshots are what makes a killed
+# driver resumable, so they stay and the warning goes. RAY_AIR_NEW_OUTPUT=0: saliq prints
+# its own progress.
 TUNE_ENVIRONMENT = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0",
                     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+LARGE_SWEEP = 1000
+_SET_HERE: dict[str, str] = {}  # what tune_environment set, so a later sweep may change it
 
 
-def tune_environment() -> None:
-    """The driver's Tune settings (where the user set none) and Tune's log level: its warnings
-    repeat what saliq reports. Called when a sweep starts, before the Tuner exists."""
-    for key, value in TUNE_ENVIRONMENT.items():
-        os.environ.setdefault(key, value)
+def tune_environment(sweep: Sweep) -> None:
+    """The driver's Tune settings for `sweep` (where the user set none) and Tune's log level:
+    its warnings repeat what saliq reports. Called when a sweep starts, before its Tuner."""
+    wanted = dict(TUNE_ENVIRONMENT)
+    if sweep.spec.budget.num_samples > LARGE_SWEEP:
+        wanted["TUNE_GLOBAL_CHECKPOINT_S"] = "auto"
+    for key, value in wanted.items():
+        if key not in os.environ or os.environ[key] == _SET_HERE.get(key):
+            os.environ[key] = _SET_HERE[key] = value
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 

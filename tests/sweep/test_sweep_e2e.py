@@ -109,6 +109,17 @@ def test_nothing_left_running_and_terminal_says_where_to_look(sweep):
     assert f"{TRIALS}/{TRIALS} done" in err  # live progress went to stderr
 
 
+def test_tune_keeps_the_objectives_and_mlflow_every_metric(sweep):
+    """Tune's saved state holds each trial's objectives, not its 60-odd metrics (Tune keeps
+    statistics of every reported metric and rewrites them all every save)."""
+    state = next((sweep["root"] / "runs" / "e2e" / "tune").glob("experiment_state-*.json"))
+    for _, metadata in json.loads(state.read_text())["trial_data"]:
+        last = json.loads(metadata)["last_result"]
+        assert {"accuracy", "fidelity", "model_bits", "fidelity_retained"} <= set(last)
+        assert not {"fidelity_ssim", "deletion_auc", "worst_class_accuracy"} & set(last)
+    assert len(state.read_bytes()) / TRIALS < 25_000
+
+
 def test_frontier_export_is_the_non_dominated_set(sweep, tmp_path):
     frontier_file = tmp_path / "frontier.yaml"
     done = saliq("pareto", "export", "--experiment", "e2e", "--tracking-uri",
