@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from matplotlib.figure import Figure
 
-from saliq.frontier import hypervolume, reference_point
+from saliq.frontier import hypervolume, non_dominated, reference_point
 from saliq.views.trials import SweepTrials
 
 __all__ = ["Progress", "compute", "interactive", "picture"]
@@ -39,45 +39,69 @@ def compute(sweep: SweepTrials) -> Progress:
     points = [list(t.values) for t in sweep.trials]
     directions = sweep.directions
     reference = reference_point(points, directions)
-    # the front kept as rows to minimise: each trial is one vectorised test against it
     signs = np.array([-1.0 if d == "max" else 1.0 for d in directions])
-    front = np.empty((0, len(directions)))
-    fronts, improved = [], []  # the front after each trial, as an index into `snapshots`
-    snapshots: list[np.ndarray] = []
-    for point in points:
-        row = np.asarray(point, dtype=float) * signs
-        dominated = ((front <= row).all(axis=1) & (front < row).any(axis=1)).any()
-        joins = not dominated and not np.isnan(row).any()
-        if joins or not snapshots:
-            if joins:
-                beaten = (row <= front).all(axis=1) & (row < front).any(axis=1)
-                front = np.vstack([front[~beaten], row])
-            snapshots.append(front)
-        fronts.append(len(snapshots) - 1)
-        improved.append(joins)
-    volumes = _volumes(snapshots, fronts, signs, directions, reference)
-    sampled = MAX_VOLUMES if len(snapshots) > MAX_VOLUMES else 0
-    return Progress(volumes, improved, [f"{t.trial_id} {t.plan}" for t in sweep.trials],
+    joins = _joins(np.asarray(points, dtype=float) * signs)
+    # the frontier after trial k is that of the first joined[k] trials to join: its volume
+    joined = np.cumsum(joins)
+    volumes = _volumes(np.asarray(points, dtype=float)[joins], joined, directions, reference)
+    sampled = MAX_VOLUMES if len(np.unique(joined)) > MAX_VOLUMES else 0
+    return Progress(volumes, joins.tolist(), [f"{t.trial_id} {t.plan}" for t in sweep.trials],
                     [f"{m} ({d})" for m, d in sweep.objectives], reference, sampled)
 
 
-def _volumes(snapshots, fronts: list[int], signs, directions, reference) -> list[float]:
-    """The hypervolume after each trial: of every front it took, or past `MAX_VOLUMES` of
-    the front at evenly spaced trials (held until the next), always of the last one."""
-    n = len(fronts)
-    if len(snapshots) <= MAX_VOLUMES:
-        at = {k: k for k in range(n)}
+BLOCK = 256  # trials tested against each other at once
+
+
+def _joins(rows: np.ndarray) -> np.ndarray:
+    """joins[k]: row k (objectives to minimise) is comparable and no earlier row dominates
+    it, i.e. trial k joined the frontier of the trials before it. A block of rows at a time
+    is tested against the rows that joined before it and against its own earlier rows (an
+    earlier row that did not join is dominated by one that did, and dominates no more)."""
+    n, d = rows.shape
+    joins = np.zeros(n, dtype=bool)
+    for start in range(0, n, BLOCK):
+        block = rows[start:start + BLOCK]
+        earlier = rows[:start][joins[:start]]
+        dominated = np.zeros(len(block), dtype=bool)
+        for chunk in range(0, len(earlier), 4 * BLOCK):
+            dominated |= _dominates(earlier[chunk:chunk + 4 * BLOCK], block).any(axis=0)
+        dominated |= np.triu(_dominates(block, block), k=1).any(axis=0)  # by an earlier row
+        joins[start:start + len(block)] = ~dominated & ~np.isnan(block).any(axis=1)
+    return joins
+
+
+def _dominates(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[i, j]: row a[i] dominates row b[j] (minimising; NaN dominates and is dominated by
+    nothing)."""
+    at_most = np.ones((len(a), len(b)), dtype=bool)
+    better = np.zeros((len(a), len(b)), dtype=bool)
+    for k in range(a.shape[1]):  # one objective at a time: no (a, b, objectives) arrays
+        column, other = a[:, k, None], b[None, :, k]
+        at_most &= column <= other
+        better |= column < other
+    return at_most & better
+
+
+def _volumes(joined_points: np.ndarray, joined: np.ndarray, directions, reference
+             ) -> list[float]:
+    """The hypervolume after each trial k, of the first joined[k] points to join: exact for
+    every value it takes, or past `MAX_VOLUMES` of them at evenly spaced trials (held until
+    the next), always at the last."""
+    n = len(joined)
+    if len(np.unique(joined)) <= MAX_VOLUMES:
+        at = np.arange(n)
     else:
-        ks = sorted({round(i * (n - 1) / (MAX_VOLUMES - 1)) for i in range(MAX_VOLUMES)})
-        at = {k: ks[max(0, np.searchsorted(ks, k, side="right") - 1)] for k in range(n)}
-    cache: dict[int, float] = {}
+        ks = np.unique(np.round(np.linspace(0, n - 1, MAX_VOLUMES)).astype(int))
+        at = ks[np.searchsorted(ks, np.arange(n), side="right") - 1]
+    cache: dict[int, float] = {0: 0.0}
     volumes = []
-    for k in range(n):
-        index = fronts[at[k]]
-        if index not in cache:
-            cache[index] = hypervolume((snapshots[index] * signs).tolist(), directions,
-                                       reference)
-        volumes.append(cache[index])
+    for k in at:
+        count = int(joined[k])
+        if count not in cache:
+            front = joined_points[:count]
+            front = front[non_dominated(front, directions)]
+            cache[count] = hypervolume(front, directions, reference)
+        volumes.append(cache[count])
     return volumes
 
 

@@ -112,6 +112,23 @@ def test_hypervolume_grows_to_the_frontier_files_value():
     assert data.hypervolume == sorted(data.hypervolume)
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_a_trial_joins_when_no_earlier_trial_dominates_it(seed, monkeypatch):
+    """The blocked test of each trial against those before it, with ties, duplicates and
+    NaN, across blocks (small here), against `non_dominated` of each prefix."""
+    import numpy as np
+
+    monkeypatch.setattr(hypervolume, "BLOCK", 1 + seed % 9)
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, 4, size=(60, 2 + seed % 3)).astype(float)  # many ties
+    rows[rng.random(60) < 0.1, 0] = np.nan
+    joins = hypervolume._joins(rows)
+    minimise = ["min"] * rows.shape[1]
+    for k in range(len(rows)):
+        expected = not np.isnan(rows[k]).any() and k in non_dominated(rows[:k + 1], minimise)
+        assert joins[k] == expected, k
+
+
 def test_hypervolume_of_a_front_that_moves_often_is_sampled_exactly(monkeypatch):
     # past MAX_VOLUMES moves of the front the curve is the exact volume at evenly spaced trial
     # counts, held until the next: still rising, and ending at the frontier file's value
