@@ -95,9 +95,13 @@ class SweepTrials:
         return names
 
 
-def _bits(config: dict) -> tuple[tuple[str, ...], dict[str, int], str]:
+def _bits(config: dict, known: dict) -> tuple[tuple[str, ...], dict[str, int], str]:
     """(layers, per-layer bits, plan label) of a stored trial config; an unreadable one has
-    none (the views leave it out of what needs bits)."""
+    none (the views leave it out of what needs bits). They follow from the model and the
+    precision plan alone: `known` holds them by those two, parsed once for a sweep's plans."""
+    key = json.dumps([config.get("model"), config.get("precision")], sort_keys=True)
+    if key in known:
+        return known[key]
     try:
         parsed = parse_trial_config(config)
     except ConfigError:
@@ -108,7 +112,8 @@ def _bits(config: dict) -> tuple[tuple[str, ...], dict[str, int], str]:
         bits[f"bits.{layer}.weight"] = w
         if layer in quantized:
             bits[f"bits.{layer}.act"] = a
-    return tuple(parsed.layers()), bits, parsed.plan_label()
+    known[key] = tuple(parsed.layers()), bits, parsed.plan_label()
+    return known[key]
 
 
 def _log_scale(search_param: str | None) -> frozenset[str]:
@@ -128,9 +133,9 @@ def sweep_trials(parent, records: list[TrialRecord], objectives: list[tuple[str,
     finished = [r for r in records if r.status == "FINISHED"
                 and all(math.isfinite(r.metrics.get(m, math.nan)) for m in names)]
     finished.sort(key=lambda r: (r.end_time is None, r.end_time or 0))
-    trials, layers = [], {}
+    trials, layers, known = [], {}, {}
     for r in finished:
-        arch_layers, bits, plan = _bits(r.config)
+        arch_layers, bits, plan = _bits(r.config, known)
         layers.update(dict.fromkeys(arch_layers))
         trials.append(Trial(r.run_id, r.trial_id, plan, tuple(r.metrics[m] for m in names),
                             r.metrics, bits, r.sampled,
