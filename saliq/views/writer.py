@@ -3,11 +3,16 @@ under `pareto/`, the others under `analysis/`.
 
 A view with nothing to show is written as one line saying why (and logged); a view that fails
 is skipped with that line in the log: a view never fails the sweep or the export it follows.
+From `PARALLEL_FROM` finished trials the views are drawn side by side, one process per core.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from saliq.tracking.logger import RunLogger
@@ -30,25 +35,58 @@ VIEWS = {"pareto": pareto_plot, "bit_importance": bit_importance,
 SCRIPTS = {"pareto": pareto_plot.script}  # what runs on a view's page once it is drawn
 
 
+# from this many finished trials the views are drawn side by side in processes of their own
+# (each starts in about 2 s: below this it costs more than it saves)
+PARALLEL_FROM = 1000
+
+
 def write_views(sweep: SweepTrials, folder: Path) -> dict[str, tuple[Path, Path]]:
     """`<name>.html` and `<name>.png` in `folder` for every view that could be written."""
     folder.mkdir(parents=True, exist_ok=True)
+    names = list(VIEWS)
+    workers = min(len(names), os.cpu_count() or 1)
+    outcomes = None
+    if workers > 1 and len(sweep.trials) >= PARALLEL_FROM:
+        outcomes = _in_processes(names, sweep, folder, workers)
+    if outcomes is None:
+        outcomes = [write_view(name, sweep, folder) for name in names]
     written = {}
-    for name, view in VIEWS.items():
-        page, picture = folder / f"{name}.html", folder / f"{name}.png"
-        try:
-            data = view.compute(sweep)
-            script = SCRIPTS[name](data) if name in SCRIPTS else None
-            write_page(view.interactive(data, sweep.title), page, script=script)
-            write_picture(view.picture(data, sweep.title), picture)
-        except EmptyView as empty:
-            log.info("%s/%s: %s", ANALYSIS, name, empty)
-            write_note(f"{sweep.title}: {name.replace('_', ' ')}", str(empty), page, picture)
-        except Exception as e:  # a view must never fail what it follows
-            log.warning("%s/%s not written: %s: %s", ANALYSIS, name, type(e).__name__, e)
-            continue
-        written[name] = (page, picture)
+    for name, files, level, line in outcomes:
+        if line:
+            log.log(level, "%s/%s%s", ANALYSIS, name, line)
+        if files is not None:
+            written[name] = files
     return written
+
+
+def _in_processes(names: list[str], sweep: SweepTrials, folder: Path, workers: int):
+    """`write_view` of each view in a pool of new processes (spawned: a sweep's driver runs
+    threads, which a fork would copy half-held), or None if the pool could not run."""
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(write_view, names, [sweep] * len(names), [folder] * len(names)))
+    except (OSError, BrokenProcessPool) as e:
+        log.info("%s: views drawn one after another (%s: %s)", ANALYSIS, type(e).__name__, e)
+        return None
+
+
+def write_view(name: str, sweep: SweepTrials, folder: Path
+               ) -> tuple[str, tuple[Path, Path] | None, int, str]:
+    """(name, its page and picture or None, log level, what to log after the name): the log
+    line is returned, not logged, since a view may be drawn in another process."""
+    view = VIEWS[name]
+    page, picture = folder / f"{name}.html", folder / f"{name}.png"
+    try:
+        data = view.compute(sweep)
+        script = SCRIPTS[name](data) if name in SCRIPTS else None
+        write_page(view.interactive(data, sweep.title), page, script=script)
+        write_picture(view.picture(data, sweep.title), picture)
+    except EmptyView as empty:
+        write_note(f"{sweep.title}: {name.replace('_', ' ')}", str(empty), page, picture)
+        return name, (page, picture), logging.INFO, f": {empty}"
+    except Exception as e:  # a view must never fail what it follows
+        return name, None, logging.WARNING, f" not written: {type(e).__name__}: {e}"
+    return name, (page, picture), logging.INFO, ""
 
 
 def refresh_views(client, parent, records: list[TrialRecord], objectives: list[tuple[str, str]],
