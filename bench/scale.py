@@ -11,7 +11,10 @@
     four small artifacts and its status, and checkpoints each epoch), two trials at a time, at
     N = 100, 1,000, 5,000: per_trial_s = (last run's end - first run's start) / N, the
     orchestration's cost per trial once the sweep runs; overhead_growth = per_trial_s at the
-    largest N / at the smallest (target <= 1.5).
+    largest N / at the smallest (target <= 1.5). `--sampler random` runs the same sweeps with
+    the random sampler (written to scale-runner-random.json). suggest_s: the seconds the
+    driver spends sampling one new trial after N finished, TPE and random side by side (an
+    in-memory study of the same space): the sampler's own share of the growth.
 (c) export_s and report_s: `saliq pareto export` and `saliq report` through the CLI on a
     store holding N finished trial runs as a sweep logs them (53 params, the config and
     sampled tags, 62 final metrics; a saliency-maps artifact per configuration), written into
@@ -23,7 +26,7 @@
     export_s_10k = export_s_database at 10,000 runs (target <= 10 s); export_s_10k_rest too.
 
     python bench/scale.py [--quick] [--sizes 1000,10000] [--trials 100,1000] [--runs 10000]
-                          [--parts frontier,analysis,runner]
+                          [--parts frontier,analysis,runner] [--sampler tpe|random]
 
 The JSON is written after each part and each sweep size (`finished`: false until the end), so
 a run stopped before its largest sweep keeps the figures it measured.
@@ -150,28 +153,29 @@ class InstantTrial(QATTrainable):
         return instant_epochs(self.trial_config, Path(self.outputs), self.restored)
 
 
-def sweep_spec(n: int, storage: Path, search: dict) -> dict:
+def sweep_spec(n: int, storage: Path, search: dict, sampler: str = "tpe") -> dict:
     return {"name": f"scale-{n}",
             "trial": {"dataset": "fashion-mnist", "limit": {"train": 64, "test": 32},
                       "fp": {"epochs": 1}, "qat": {"epochs": 2}, "saliency": {"probe_size": 8}},
             "search": search, "objective": {"pareto": OBJECTIVES},
-            "sampler": {"type": "tpe", "seed": 0},
+            "sampler": {"type": sampler, "seed": 0},
             "budget": {"num_samples": n, "max_concurrent": 2}, "resources": {"cpu": 1},
             "storage": str(storage)}
 
 
-def runner_figures(trial_counts: list[int], tmp: Path, done=lambda figures: None) -> dict:
+def runner_figures(trial_counts: list[int], tmp: Path, done=lambda figures: None,
+                   sampler: str = "tpe") -> dict:
     """The figures of (b), `done(figures)` after each sweep size."""
     from saliq.sweep.lifecycle import run_sweep
     from saliq.sweep.spec import parse_sweep
     from saliq.tracking import TAG_ROLE, runs
     from saliq.tracking.uri import default_store
 
-    figures: dict = {"trials": trial_counts, "sweep_wall_s": {}, "per_trial_s": {},
-                     "experiment_state_bytes": {}}
+    figures: dict = {"sampler": sampler, "trials": trial_counts, "sweep_wall_s": {},
+                     "per_trial_s": {}, "experiment_state_bytes": {}}
     for n in trial_counts:
         storage = tmp / f"runner-{n}"
-        sweep = parse_sweep(sweep_spec(n, storage, SEARCH))
+        sweep = parse_sweep(sweep_spec(n, storage, SEARCH, sampler))
         start = time.perf_counter()
         outcome = run_sweep(sweep, trial_class=InstantTrial)
         figures["sweep_wall_s"][str(n)] = time.perf_counter() - start
@@ -193,6 +197,39 @@ def runner_figures(trial_counts: list[int], tmp: Path, done=lambda figures: None
         figures["overhead_growth"] = per_trial[str(n)] / per_trial[str(min(trial_counts))]
         figures["overhead_growth_at"] = n
         done(figures)
+    figures["suggest_s"] = suggest_figures(trial_counts, tmp)
+    done(figures)
+    return figures
+
+
+def suggest_figures(trial_counts: list[int], tmp: Path) -> dict:
+    """suggest_s: the seconds one new trial's sampling takes in the driver (Optuna's ask and
+    tell) after n finished trials, for saliq's TPE sampler (multivariate, three objectives)
+    and for the random one side by side, in an in-memory study of the runner's space."""
+    import optuna
+
+    from saliq.sweep.space import distributions, make_sampler
+    from saliq.sweep.spec import parse_sweep
+
+    rng = random.Random(0)
+    figures: dict = {}
+    for sampler in ("tpe", "random"):
+        sweep = parse_sweep(sweep_spec(max(trial_counts), tmp / "suggest", SEARCH, sampler))
+        space = distributions(sweep)
+        figures[sampler] = {}
+        for n in trial_counts:
+            study = optuna.create_study(directions=["maximize", "maximize", "minimize"],
+                                        sampler=make_sampler(sweep))
+            study.add_trials([optuna.trial.create_trial(
+                params={p: rng.choice(d.choices) if hasattr(d, "choices")
+                        else rng.uniform(d.low, d.high) for p, d in space.items()},
+                distributions=space, values=[rng.random() for _ in range(3)])
+                for _ in range(n)])
+            start = time.perf_counter()
+            for _ in range(5):
+                trial = study.ask(space)
+                study.tell(trial, [rng.random() for _ in range(3)])
+            figures[sampler][str(n)] = (time.perf_counter() - start) / 5
     return figures
 
 
@@ -350,6 +387,8 @@ def main() -> None:
     parser.add_argument("--runs", type=_numbers, help="runs to export (default 10000)")
     parser.add_argument("--parts", default="frontier,analysis,runner",
                         help="which of (a) frontier, (c) analysis, (b) runner to measure")
+    parser.add_argument("--sampler", default="tpe", choices=["tpe", "random"],
+                        help="the runner's sampler (default tpe, saliq's default)")
     args = parser.parse_args()
     parts = args.parts.split(",")
     sizes = args.sizes or [1000, 10_000, 100_000]
@@ -366,6 +405,8 @@ def main() -> None:
     name = "scale-quick" if args.quick else "scale"
     if set(parts) != {"frontier", "analysis", "runner"}:  # a part alone keeps the others' file
         name += "-" + "-".join(parts)
+    if args.sampler != "tpe":
+        name += f"-{args.sampler}"
     result = {"benchmark": "scale", "quick": args.quick, "finished": False}
 
     def headlines(runner: dict) -> None:
@@ -389,7 +430,8 @@ def main() -> None:
         if "analysis" in parts:
             result["analysis"] = analysis_figures(run_counts, Path(tmp))
             headlines({})
-        runner = runner_figures(trials, Path(tmp), headlines) if "runner" in parts else {}
+        runner = (runner_figures(trials, Path(tmp), headlines, args.sampler)
+                  if "runner" in parts else {})
     result["finished"] = True
     headlines(runner)
     write_result(name, result)

@@ -165,5 +165,8 @@ def test_scale_benchmark_times_the_frontier_the_runner_and_the_analysis_commands
     finite_positive(data, "frontier_s")
     finite_positive(data["frontier"], "speedup")
     finite_positive(data["runner"], "per_trial_s", "sweep_wall_s")
+    assert data["runner"]["sampler"] == "tpe" and set(data["runner"]["suggest_s"]) == {
+        "tpe", "random"}
+    finite_positive(data["runner"]["suggest_s"], "tpe", "random")
     finite_positive(data["analysis"], *(f"{k}_{via}" for k in ("export_s", "report_s", "records_s")
                                         for via in ("database", "rest")))
