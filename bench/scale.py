@@ -23,6 +23,8 @@
     command twice, side by side: `_rest` through the server's URL, `_database` through the
     SQLite URI it serves (the local store's default: the records are read from MLflow's
     tables, not through its search). records_s: the records alone. Both exports must agree.
+    export_s_database_no_log: the export with --no-log (the frontier file alone: no views
+    drawn, nothing logged).
     export_s_10k = export_s_database at 10,000 runs (target <= 10 s); export_s_10k_rest too.
 
     python bench/scale.py [--quick] [--sizes 1000,10000] [--trials 100,1000] [--runs 10000]
@@ -339,7 +341,7 @@ def analysis_figures(run_counts: list[int], tmp: Path) -> dict:
 
     figures: dict = {"runs": run_counts, "write_s": {}, "frontier_entries": {},
                      **{f"{k}_{via}": {} for k in ("records_s", "export_s", "report_s")
-                        for via in ("database", "rest")}}
+                        for via in ("database", "rest")}, "export_s_database_no_log": {}}
     for n in run_counts:
         root = tmp / f"analysis-{n}"
         store = f"sqlite:///{root / 'mlflow.db'}"
@@ -361,6 +363,10 @@ def analysis_figures(run_counts: list[int], tmp: Path) -> dict:
                 figures[f"export_s_{via}"][str(n)] = cli_seconds(
                     "pareto", "export", "--experiment", "scale", "--tracking-uri", uri,
                     "--out", str(frontier))
+                if via == "database":  # the frontier file alone: no views, nothing logged
+                    figures["export_s_database_no_log"][str(n)] = cli_seconds(
+                        "pareto", "export", "--experiment", "scale", "--tracking-uri", uri,
+                        "--out", str(root / "frontier-no-log.yaml"), "--no-log")
                 figures[f"report_s_{via}"][str(n)] = cli_seconds(
                     "report", "--experiment", "scale", "--tracking-uri", uri,
                     "--out", str(root / f"report-{via}"))

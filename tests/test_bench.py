@@ -169,4 +169,5 @@ def test_scale_benchmark_times_the_frontier_the_runner_and_the_analysis_commands
         "tpe", "random"}
     finite_positive(data["runner"]["suggest_s"], "tpe", "random")
     finite_positive(data["analysis"], *(f"{k}_{via}" for k in ("export_s", "report_s", "records_s")
-                                        for via in ("database", "rest")))
+                                        for via in ("database", "rest")),
+                    "export_s_database_no_log")

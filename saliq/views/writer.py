@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -36,7 +37,7 @@ SCRIPTS = {"pareto": pareto_plot.script}  # what runs on a view's page once it i
 
 
 # from this many finished trials the views are drawn side by side in processes of their own
-# (each starts in about 2 s: below this it costs more than it saves)
+# (a spawned one starts in about 2 s: below this it costs more than it saves)
 PARALLEL_FROM = 1000
 
 
@@ -60,10 +61,14 @@ def write_views(sweep: SweepTrials, folder: Path) -> dict[str, tuple[Path, Path]
 
 
 def _in_processes(names: list[str], sweep: SweepTrials, folder: Path, workers: int):
-    """`write_view` of each view in a pool of new processes (spawned: a sweep's driver runs
-    threads, which a fork would copy half-held), or None if the pool could not run."""
+    """`write_view` of each view in a pool of processes, or None if the pool could not run.
+    A process of one thread (`saliq pareto export`) is forked: its copies have every library
+    imported already. A sweep's driver runs Ray's threads, whose locks a fork would copy
+    half-held: there the pool's processes are new ones (spawned), and import their own."""
+    method = ("fork" if threading.active_count() == 1
+              and "fork" in multiprocessing.get_all_start_methods() else "spawn")
     try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
             return list(pool.map(write_view, names, [sweep] * len(names), [folder] * len(names)))
     except (OSError, BrokenProcessPool) as e:
         log.info("%s: views drawn one after another (%s: %s)", ANALYSIS, type(e).__name__, e)

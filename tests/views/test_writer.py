@@ -50,21 +50,25 @@ def test_an_empty_view_says_why_in_one_line_and_a_failing_one_is_skipped(
     assert "Plotly" in (tmp_path / "parallel_coordinates.html").read_text()  # still drawn
 
 
-def test_a_large_sweeps_views_drawn_side_by_side_are_the_same(tmp_path, monkeypatch, caplog):
-    """From PARALLEL_FROM trials each view is drawn in a process of its own: the same pictures
-    as drawn one after another, and an empty view's line still in this process's log."""
+@pytest.mark.parametrize("threads, method", [(1, "fork"), (3, "spawn")])
+def test_a_large_sweeps_views_drawn_side_by_side_are_the_same(tmp_path, monkeypatch, caplog,
+                                                               threads, method):
+    """From PARALLEL_FROM trials each view is drawn in a process of its own (forked from a
+    process of one thread, spawned beside threads): the same pictures as drawn one after
+    another, and an empty view's line still in this process's log."""
     sweep = sweep_trials(parent(), [record(i, 4, 4) for i in range(3)], OBJECTIVES,
                          title="flat", ui="http://x", ui_is_guess=True)
     alone = write_views(sweep, tmp_path / "alone")
     monkeypatch.setattr(writer, "PARALLEL_FROM", 0)
     monkeypatch.setattr(writer.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(writer.threading, "active_count", lambda: threads)
     pool_started = []
     real_pool = writer.ProcessPoolExecutor
-    monkeypatch.setattr(writer, "ProcessPoolExecutor",
-                        lambda *a, **k: pool_started.append(a) or real_pool(*a, **k))
+    monkeypatch.setattr(writer, "ProcessPoolExecutor", lambda *a, **k: pool_started.append(
+        (*a, k["mp_context"].get_start_method())) or real_pool(*a, **k))
     with caplog.at_level(logging.INFO, logger="saliq"):
         together = write_views(sweep, tmp_path / "together")
-    assert pool_started == [(2,)]
+    assert pool_started == [(2, method)]
     assert list(together) == list(alone) == list(VIEWS)
     for name, (_, picture) in together.items():
         assert picture.read_bytes() == alone[name][1].read_bytes(), name
