@@ -97,8 +97,8 @@ REPORTED = ("epoch", "accuracy", "fidelity", "fidelity_retained", "objective")
 def _for_tune(ctx: SweepContext, metrics: dict[str, float]) -> dict[str, float]:
     """The metrics a result gives Tune: the objectives and what the driver prints. Every
     metric is in the trial's run; Tune keeps several statistics of each one it is given in
-    its experiment state, which it rewrites whole every few seconds (about 40 KB a trial
-    for the 60-odd metrics of a trial: 200 MB at 5,000 trials)."""
+    its experiment state, which it rewrites whole every few seconds: given a trial's 60-odd
+    metrics, that state was 58 KB a trial, 40 KB of it those statistics."""
     keep = {*REPORTED, *ctx.sweep.spec.objective.metrics}
     return {k: v for k, v in _with_objective(ctx, metrics).items() if k in keep}
 

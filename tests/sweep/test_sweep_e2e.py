@@ -117,7 +117,7 @@ def test_tune_keeps_the_objectives_and_mlflow_every_metric(sweep):
         last = json.loads(metadata)["last_result"]
         assert {"accuracy", "fidelity", "model_bits", "fidelity_retained"} <= set(last)
         assert not {"fidelity_ssim", "deletion_auc", "worst_class_accuracy"} & set(last)
-    assert len(state.read_bytes()) / TRIALS < 25_000
+    assert len(state.read_bytes()) / TRIALS < 40_000  # 58 KB a trial when Tune had them all
 
 
 def test_frontier_export_is_the_non_dominated_set(sweep, tmp_path):
