@@ -40,10 +40,11 @@ def compute(sweep: SweepTrials) -> Progress:
     directions = sweep.directions
     reference = reference_point(points, directions)
     signs = np.array([-1.0 if d == "max" else 1.0 for d in directions])
-    joins = _joins(np.asarray(points, dtype=float) * signs)
+    values = np.asarray(points, dtype=float)
+    joins = _joins(values * signs)
     # the frontier after trial k is that of the first joined[k] trials to join: its volume
     joined = np.cumsum(joins)
-    volumes = _volumes(np.asarray(points, dtype=float)[joins], joined, directions, reference)
+    volumes = _volumes(values[joins], joined, directions, reference)
     sampled = MAX_VOLUMES if len(np.unique(joined)) > MAX_VOLUMES else 0
     return Progress(volumes, joins.tolist(), [f"{t.trial_id} {t.plan}" for t in sweep.trials],
                     [f"{m} ({d})" for m, d in sweep.objectives], reference, sampled)

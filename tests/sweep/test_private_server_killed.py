@@ -1,8 +1,8 @@
 """A local sweep whose private MLflow server is SIGKILLed mid-epoch (an OOM kill, a crash),
 and again as soon as a trial has written its first artifact, while it writes the other three
-and ends its run: the driver starts it again on its port each time, the trials' buffered metrics and
-artifacts arrive, and the sweep finishes with every trial FINISHED once, each epoch logged
-once, every artifact there."""
+and ends its run: the driver starts it again on its port each time, the trials' buffered
+metrics and artifacts arrive, and the sweep finishes with every trial FINISHED once, each
+epoch logged once, every artifact there."""
 
 from __future__ import annotations
 
