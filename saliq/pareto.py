@@ -20,7 +20,6 @@ from saliq.frontier import DIRECTIONS, hypervolume, non_dominated, reference_poi
 from saliq.frontier_file import write_frontier
 from saliq.tracking.logger import RunLogger
 from saliq.tracking.runs import TrialRecord, sweep_records
-from saliq.views.writer import ANALYSIS, refresh_views
 
 __all__ = ["Exported", "export_frontier", "finish_sweep", "parse_objectives", "sweep_objectives"]
 
@@ -114,23 +113,34 @@ def export_frontier(client, experiment: str, out: str | Path, *,
     # sorted by the first objective, best first
     front.sort(key=lambda i: -points[i][0] if directions[0] == "max" else points[i][0])
     ref = reference_point(points, directions)
-    frontier = {
-        "sweep": parent.data.tags.get("mlflow.runName", "").removeprefix("sweep ") or experiment,
-        "experiment": experiment,
-        "sweep_id": sweep_id,
-        "parent_run_id": parent.info.run_id,
-        "objectives": [{"name": m, "direction": d} for m, d in objectives],
-        "trials": len(finished),
-        "hypervolume": hypervolume(points, directions, ref),
-        "reference_point": ref,
-        "entries": [_entry(n, candidates[i], names) for n, i in enumerate(front)],
-    }
-    path = write_frontier(out, frontier)
-    if log_to_parent:
+    views = None
+    if log_to_parent:  # drawn beside the frontier file's writing (most of a large export)
+        from saliq.views.writer import ANALYSIS, PendingViews  # plotting: not for --no-log
+
+        views = PendingViews(parent, records, objectives, Path(out).parent / ANALYSIS,
+                             title=f"{experiment}: {sweep_id}",
+                             store_uri=store_uri or client.tracking_uri)
+    try:
+        frontier = {
+            "sweep": parent.data.tags.get("mlflow.runName", "").removeprefix("sweep ")
+            or experiment,
+            "experiment": experiment,
+            "sweep_id": sweep_id,
+            "parent_run_id": parent.info.run_id,
+            "objectives": [{"name": m, "direction": d} for m, d in objectives],
+            "trials": len(finished),
+            "hypervolume": hypervolume(points, directions, ref),
+            "reference_point": ref,
+            "entries": [_entry(n, candidates[i], names) for n, i in enumerate(front)],
+        }
+        path = write_frontier(out, frontier)
+    except BaseException:
+        if views is not None:  # no views of a frontier that was not written
+            views.discard()
+        raise
+    if views is not None:
         RunLogger(client, parent.info.run_id).log_artifact(path, "pareto")
-        refresh_views(client, parent, records, objectives, Path(path).parent / ANALYSIS,
-                      title=f"{experiment}: {sweep_id}",
-                      store_uri=store_uri or client.tracking_uri)
+        views.log(client)
     return Exported(path, frontier)
 
 

@@ -78,6 +78,36 @@ def test_export_frontier_refuses_objectives_no_trial_reports(tmp_path, objective
     assert not (tmp_path / "frontier.yaml").exists()  # nothing half written
 
 
+@pytest.mark.parametrize("side_by_side", [False, True])
+def test_views_of_a_frontier_that_could_not_be_written_are_removed(tmp_path, monkeypatch,
+                                                                   side_by_side):
+    """The views are drawn while the frontier file is written (side by side in a pool from
+    PARALLEL_FROM trials): when the file cannot be written, the export fails with its error
+    and leaves no views, nor the folder it made for them."""
+    from saliq import pareto
+    from saliq.views import writer
+
+    client = _store_with_a_sweep(tmp_path)
+    if side_by_side:
+        monkeypatch.setattr(writer, "PARALLEL_FROM", 0)
+        monkeypatch.setattr(writer.os, "cpu_count", lambda: 2)
+
+    def full_disk(path, frontier):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pareto, "write_frontier", full_disk)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(OSError, match="No space left"):
+        pareto.export_frontier(client, "exp", out / "frontier.yaml")
+    assert list(out.iterdir()) == []
+    (out / "analysis").mkdir()  # a folder of its own is kept, empty of this export's views
+    with pytest.raises(OSError, match="No space left"):
+        pareto.export_frontier(client, "exp", out / "frontier.yaml")
+    assert [p.name for p in out.iterdir()] == ["analysis"]
+    assert list((out / "analysis").iterdir()) == []
+
+
 def test_export_of_a_sweep_without_finished_trials_is_one_line_and_writes_nothing(
         tmp_path, capsys):
     from saliq import tracking

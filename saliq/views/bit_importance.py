@@ -9,6 +9,7 @@ parameter's share of that objective's total importance.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +40,19 @@ def _distribution(values: list, log: bool) -> optuna.distributions.BaseDistribut
     return optuna.distributions.FloatDistribution(min(values), max(values), log=log)
 
 
+class _GivenTrials(optuna.storages.InMemoryStorage):
+    """An in-memory study whose trials are read as they were given: Optuna's own copies each
+    trial it is handed (`add_trials` of 10,000 took 2.2 s here, PED-ANOVA itself 0.3 s)."""
+
+    def __init__(self, trials: list[optuna.trial.FrozenTrial]):
+        super().__init__()
+        self._given = trials
+
+    def get_all_trials(self, study_id, deepcopy=True, states=None):
+        trials = [t for t in self._given if states is None or t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+
 @contextmanager
 def _quiet_optuna():
     """Without Optuna's "study created" line and its small-sample warnings (the view says how
@@ -63,11 +77,14 @@ def compute(sweep: SweepTrials) -> Importance:
     values.update({p: [t.sampled[p] for t in trials] for p in others})
     distributions = {n: _distribution(v, n in sweep.log_scale) for n, v in values.items()}
     with _quiet_optuna():
-        study = optuna.create_study(directions=[
-            "maximize" if d == "max" else "minimize" for d in sweep.directions])
-        study.add_trials([optuna.trial.create_trial(
+        given = [optuna.trial.FrozenTrial(  # numbered as a study numbers its trials
+            number=i, trial_id=i, state=optuna.trial.TrialState.COMPLETE, value=None,
+            values=list(t.values), datetime_start=None, datetime_complete=None,
             params={n: values[n][i] for n in distributions}, distributions=distributions,
-            values=list(t.values)) for i, t in enumerate(trials)])
+            user_attrs={}, system_attrs={}, intermediate_values={})
+            for i, t in enumerate(trials)]
+        study = optuna.create_study(storage=_GivenTrials(given), directions=[
+            "maximize" if d == "max" else "minimize" for d in sweep.directions])
         shares = {}
         for k, (metric, direction) in enumerate(sweep.objectives):
             sign = -1.0 if direction == "max" else 1.0  # PED-ANOVA ranks low targets best

@@ -114,12 +114,14 @@ def _caption(data: Progress) -> str:
 
 
 def interactive(data: Progress, title: str) -> go.Figure:
-    k = list(range(1, len(data.hypervolume) + 1))
-    joined = [i for i, j in enumerate(data.improved) if j]
+    # as arrays: plotly validates (and copies) a list value by value
+    k = np.arange(1, len(data.hypervolume) + 1)
+    volumes = np.asarray(data.hypervolume, dtype=float)
+    joined = np.flatnonzero(data.improved)
     figure = go.Figure([
-        go.Scatter(x=k, y=data.hypervolume, mode="lines", line={"shape": "hv"},
+        go.Scatter(x=k, y=volumes, mode="lines", line={"shape": "hv"},
                    name="frontier hypervolume", hoverinfo="skip"),
-        go.Scatter(x=[k[i] for i in joined], y=[data.hypervolume[i] for i in joined],
+        go.Scatter(x=k[joined], y=volumes[joined],
                    mode="markers", name="joined the frontier", marker={"size": 9},
                    text=[data.labels[i] for i in joined],
                    hovertemplate="after %{x} trials: %{y:.5g}<br>%{text}<extra></extra>")])

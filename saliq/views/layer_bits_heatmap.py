@@ -9,7 +9,7 @@ conv2 cost on average.
 
 from __future__ import annotations
 
-import statistics
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,7 +56,7 @@ def _panel(sweep: SweepTrials, kind: str) -> Panel | None:
         shares.append([on_front.count(w) / len(on_front) for w in widths])
         users = [[t for t in sweep.trials if t.bits.get(name) == w] for w in widths]
         counts.append([len(u) for u in users])
-        means.append([{m: statistics.mean(t.values[k] for t in u)
+        means.append([{m: math.fsum(t.values[k] for t in u) / len(u)
                        for k, (m, _) in enumerate(sweep.objectives)} if u else None
                       for u in users])
     return Panel(kind, list(names), widths, shares, means, counts)

@@ -59,14 +59,14 @@ def compute(sweep: SweepTrials) -> Parallel:
 def interactive(data: Parallel, title: str) -> go.Figure:
     colour = next(a for a in data.axes if a.label == data.colour)
     dimensions = []
-    for axis in data.axes:
-        dimension = {"label": axis.label, "values": axis.values}
+    for axis in data.axes:  # as arrays: plotly validates (and copies) a list value by value
+        dimension = {"label": axis.label, "values": np.asarray(axis.values)}
         if axis.ticks is not None:
             dimension.update(tickvals=list(range(len(axis.ticks))), ticktext=axis.ticks)
         dimensions.append(dimension)
     figure = go.Figure(go.Parcoords(
         dimensions=dimensions,
-        line={"color": colour.values, "colorscale": "Viridis", "showscale": True,
+        line={"color": np.asarray(colour.values), "colorscale": "Viridis", "showscale": True,
               "colorbar": {"title": data.colour}},
         labelside="bottom", labelangle=20))  # long dotted paths, tilted under their axes
     figure.update_layout(title=f"{title}<br><sub>{len(data.labels)} finished trials, coloured "

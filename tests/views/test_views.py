@@ -80,6 +80,28 @@ def test_importance_names_only_searched_dimensions_and_finds_the_one_that_matter
     assert fidelity["bits.conv2.act"] > 0.5
 
 
+def test_importance_is_optunas_over_a_study_of_its_own(monkeypatch):
+    """The view hands PED-ANOVA its trials without Optuna's copy of each one: the shares are
+    those of a study the same trials were added to (`add_trials`), to the last digit."""
+    import optuna
+
+    real, studies = optuna.create_study, []
+    monkeypatch.setattr(optuna, "create_study",
+                        lambda **options: studies.append(real(**options)) or studies[-1])
+    data = bit_importance.compute(bit_sweep(40))
+    study = real(directions=["maximize", "maximize"])
+    study.add_trials([optuna.trial.create_trial(params=t.params, distributions=t.distributions,
+                                                values=t.values)
+                      for t in studies[0].get_trials(deepcopy=False)])
+    assert len(study.trials) == data.trials == 40
+    for k, objective in enumerate(data.objectives):
+        raw = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+            params=data.params, normalize=False, target=lambda t, k=k: -t.values[k])
+        total = sum(raw.values())
+        assert data.shares[objective] == {p: raw[p] / total for p in data.params}
+
+
 def test_parallel_coordinates_has_an_axis_per_searched_dimension_and_objective():
     sweep = bit_sweep()
     data = parallel_coordinates.compute(sweep)
