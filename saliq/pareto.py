@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from saliq import tracking
+from saliq import collector, tracking
 from saliq.config import stored_plan_label
 from saliq.errors import ConfigError, SaliqError
 from saliq.frontier import DIRECTIONS, hypervolume, non_dominated, reference_point
@@ -102,6 +102,12 @@ def export_frontier(client, experiment: str, out: str | Path, *,
     sweep's own unless given. The views link to the runs in the UI of `store_uri` (default:
     the client's tracking URI); they never fail the export.
     """
+    with collector.paused():  # millions of objects built, none of them in a cycle
+        return _export(client, experiment, out, objectives, sweep_id, log_to_parent, store_uri)
+
+
+def _export(client, experiment: str, out: str | Path, objectives: Objectives | None,
+            sweep_id: str | None, log_to_parent: bool, store_uri: str | None) -> Exported:
     parent, records = sweep_records(client, experiment, sweep_id, store_uri=store_uri)
     sweep_id = parent.data.tags[tracking.TAG_SWEEP]
     if objectives is None:
