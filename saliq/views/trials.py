@@ -38,7 +38,6 @@ class Trial:
     trial_id: str
     plan: str
     values: tuple[float, ...]  # the objectives', in order
-    metrics: dict[str, float]
     bits: dict[str, int]  # "bits.conv1.weight" -> 4, "bits.conv1.act" -> 8 (layers with a PACT)
     sampled: dict[str, Any]  # each searched dimension's value, by dotted path
     link: str  # the run's page, relative to the MLflow UI: "#/experiments/1/runs/<id>"
@@ -138,7 +137,7 @@ def sweep_trials(parent, records: list[TrialRecord], objectives: list[tuple[str,
         arch_layers, bits, plan = _bits(r.config, known)
         layers.update(dict.fromkeys(arch_layers))
         trials.append(Trial(r.run_id, r.trial_id, plan, tuple(r.metrics[m] for m in names),
-                            r.metrics, bits, r.sampled,
+                            bits, r.sampled,
                             f"#/experiments/{parent.info.experiment_id}/runs/{r.run_id}"))
     return SweepTrials(title, list(objectives), trials, len(records) - len(finished),
                        tuple(layers), _log_scale(parent.data.params.get("spec.search")),
