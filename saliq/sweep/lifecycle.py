@@ -58,7 +58,7 @@ from saliq.sweep.study import (
 )
 from saliq.sweep.trainable import QATTrainable, SweepContext
 from saliq.sweep.tuner import make_trainable, make_tuner, saved_trial_ids, tune_environment
-from saliq.tracking import runs
+from saliq.tracking import database, runs
 from saliq.tracking.logger import RunLogger
 from saliq.tracking.server import LocalTrackingServer
 from saliq.tracking.uri import (
@@ -250,7 +250,8 @@ def _execute(sweep: Sweep, root: Path, record: dict, tracking_uri: str, *, addre
         ceilings, training_ceilings = submit_ceilings(sweep, cache, refs, training)
         stop = DriverStop(sweep.name)
         if server is not None:
-            server.wait_ready()
+            server.wait_ready()  # the store's tables exist
+            database.index_tags(tracking_uri)
             server.supervise(give_up=stop)
         stack.enter_context(DiskWatch(_written_folders(root, tracking_uri), give_up=stop))
         track = _open_tracking(sweep, root, record, worker_uri, tracking_uri, restore)

@@ -12,6 +12,7 @@ the trial role, their latest metric values (NaN where MLflow stored one), oldest
 from __future__ import annotations
 
 import json
+import logging
 import urllib.parse
 
 import sqlalchemy
@@ -20,15 +21,39 @@ from sqlalchemy import and_, select
 
 from saliq.tracking import TAG_CONFIG, TAG_ROLE, TAG_SAMPLED, TAG_SWEEP, TAG_TRIAL
 
-__all__ = ["is_database", "trial_records"]
+__all__ = ["TAG_INDEX", "index_tags", "is_database", "trial_records"]
 
 _RECORD_TAGS = (TAG_TRIAL, TAG_CONFIG, TAG_SAMPLED)
+
+log = logging.getLogger("saliq")
 
 
 def is_database(uri: str) -> bool:
     """Whether MLflow reads `uri` as a database of its own (not a tracking server)."""
     scheme = urllib.parse.urlsplit(uri).scheme.split("+")[0]
     return scheme in ("sqlite", "postgresql", "mysql", "mssql")
+
+
+TAG_INDEX = "saliq_tags_key_value"
+
+
+def index_tags(uri: str) -> None:
+    """Index MLflow's tags by key and value in the SQLite store at `uri`. Each trial finds its
+    run by its tags before it creates one (never two), and without this index MLflow's search
+    reads every tag of that key: 0.05 s a search at 10,000 runs against 0.007 s at 100. With
+    it (and the trial's own tag first in the filter, `saliq.tracking.runs`) a search takes the
+    same at any size. SQLite alone: the local store is saliq's; a shared database is left as
+    its owner made it. An index that cannot be made is a line in the log, not a failure."""
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(
+                f"CREATE INDEX IF NOT EXISTS {TAG_INDEX} ON tags (key, value)"))
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        log.warning("MLflow: its tags not indexed (%s); searches for a trial's run slow down "
+                    "as the sweep grows", str(e).splitlines()[0][:200])
+    finally:
+        engine.dispose()
 
 
 def _trial_run_ids(experiment_id: str, sweep_id: str):

@@ -61,7 +61,11 @@ def ensure_experiment(client, name: str, artifact_location: str | None = None) -
 
 
 def _filter(tags: dict[str, str]) -> str:
-    return " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    """MLflow's filter of runs tagged `tags`, a trial's own id first: a store's query planner
+    without statistics (SQLite) starts from the first condition, and a trial id matches one
+    run where a sweep id matches all of them."""
+    ordered = sorted(tags.items(), key=lambda item: item[0] != TAG_TRIAL)
+    return " and ".join(f"tags.`{k}` = '{v}'" for k, v in ordered)
 
 
 # Runs per search request. MLflow's search has no field selection: each run comes with all

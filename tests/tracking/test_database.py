@@ -102,3 +102,39 @@ def test_database_records_match_the_searched_records_on_postgresql(tmp_path):
         searched = runs.searched_records(client, experiment_id, "s1")
     assert len(read) == 4
     assert _comparable(read) == _comparable(searched)
+
+
+def test_a_trials_run_is_found_through_the_tag_index_of_a_local_store(tmp_path):
+    """The search for a trial's run (each trial finds its run before it creates one) starts
+    from the index saliq adds to a SQLite store, at the trial's own tag: one row, not every
+    tag of the sweep's key. The plan is SQLite's own for the SQL MLflow sends."""
+    import sqlite3
+
+    import sqlalchemy
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = runs.make_client(uri)
+    experiment_id, ids = _sweep_store(client)
+    database.index_tags(uri)
+    database.index_tags(uri)  # once is enough; again is no error
+    sent = []
+    engine = client._tracking_client.store.engine
+    listener = lambda conn, cursor, statement, parameters, context, many: sent.append(  # noqa: E731
+        (statement, parameters))
+    sqlalchemy.event.listen(engine, "before_cursor_execute", listener)
+    try:
+        found = runs.find_or_create_run(client, experiment_id, match={
+            tracking.TAG_SWEEP: "s1", tracking.TAG_TRIAL: "a", tracking.TAG_ROLE: "trial"})
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", listener)
+    assert found.info.run_id == ids["a"]
+    search, parameters = next((s, p) for s, p in sent if "JOIN (SELECT tags" in s)
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {search}", parameters)]
+        indexes = [row[0] for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tags'")]
+    assert indexes.count(database.TAG_INDEX) == 1
+    assert plan[0] == f"SEARCH tags USING INDEX {database.TAG_INDEX} (key=? AND value=?)"
+    keys = [p for p in parameters if p in (tracking.TAG_SWEEP, tracking.TAG_TRIAL,
+                                             tracking.TAG_ROLE)]
+    assert keys[0] == tracking.TAG_TRIAL  # the trial's own tag, first
