@@ -41,8 +41,8 @@ SCRIPTS = {"pareto": pareto_plot.script}  # what runs on a view's page once it i
 # from this many finished trials the views are drawn side by side in processes of their own
 # (a spawned one starts in about 2 s: below this it costs more than it saves)
 PARALLEL_FROM = 1000
-# the views side by side, longest first (seconds at 10,000 trials here: 4.3, 1.8, 1.6, 0.7,
-# 0.7): the long one starts at once and the short ones fill the other processes around it
+# the views side by side, longest first (seconds each at 10,000 trials here, in a pool of two:
+# 2.4, 2.2, 1.1, 1.0, 0.7): the long ones start at once, the short ones fill in around them
 LONGEST_FIRST = ("bit_importance", "parallel_coordinates", "pareto", "layer_bits_heatmap",
                  "hypervolume")
 
@@ -108,10 +108,9 @@ def _in_processes(names: list[str], sweep: SweepTrials, folder: Path, workers: i
     """`write_view` of each view submitted to a pool of processes; a function that waits for
     their outcomes, or returns None if the pool could not run them. A process of one thread
     (`saliq pareto export`) is forked: its copies have every library imported already, and
-    the sweep in memory (10,000 trials pickle to 18 MB in 0.6 s: once per view, that was 3 s
-    of the export). A sweep's driver runs Ray's threads, whose locks a fork would copy
-    half-held: there the pool's processes are new ones (spawned), import their own, and are
-    sent the sweep once each."""
+    the sweep in memory (it was sent with each view: 3 s of a 10,000-trial export). A sweep's
+    driver runs Ray's threads, whose locks a fork would copy half-held: there the pool's
+    processes are new ones (spawned), import their own, and are sent the sweep once each."""
     method = ("fork" if threading.active_count() == 1
               and "fork" in multiprocessing.get_all_start_methods() else "spawn")
     order = [n for n in LONGEST_FIRST if n in names] + [n for n in names
