@@ -7,6 +7,9 @@ need three tags and the latest metrics, so with a database URI (SQLite, PostgreS
 they are read in three set-based queries over MLflow's tables, named by MLflow's own table
 models. Same rows as the search: active runs of the experiment tagged with the sweep id and
 the trial role, their latest metric values (NaN where MLflow stored one), oldest first.
+
+The same tables serve the sweep's own searches, for one trial's run at a time: `index_tags`
+gives a local (SQLite) store the index those need to take the same time at any size.
 """
 
 from __future__ import annotations
