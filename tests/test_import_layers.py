@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "saliq"
 
 # DESIGN.md's layers, lowest first; a module may import its own layer and the ones below.
 LAYERS = {
-    "foundation": ["saliq.errors", "saliq.atomic", "saliq.dotted", "saliq.yaml_writer"],
+    "foundation": ["saliq.errors", "saliq.atomic", "saliq.dotted", "saliq.yaml_writer",
+                   "saliq.collector"],
     "numerics": ["saliq.quant", "saliq.models", "saliq.saliency", "saliq.modes", "saliq.groups",
                  "saliq.distill",
                  "saliq.cost", "saliq.guided", "saliq.frontier"],
