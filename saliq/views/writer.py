@@ -86,7 +86,9 @@ class Drawing:
 
     def discard(self) -> None:
         """Draw nothing more, and remove what the pool drew already."""
-        for _, files, _, _ in (self.pending(cancel=True) or []) if self.pending else []:
+        if self.pending is None:  # drawn one after another: nothing is drawn before `written`
+            return
+        for _, files, _, _ in self.pending(cancel=True) or []:
             for path in files or ():
                 path.unlink(missing_ok=True)
 
